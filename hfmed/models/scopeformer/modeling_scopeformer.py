@@ -41,6 +41,20 @@ class ScopeformerModelOutput(BaseModelOutputWithPooling):
     feature_map: torch.FloatTensor | None = None
 
 
+def _create_cnn(name: str, index: int, in_chans: int, **kwargs) -> nn.Module:
+    """A timm CNN that returns the map of stage `index` and holds no layers past it.
+
+    timm's `feature_cls="getter"` prunes the stages after the tap (the default feature wrappers of some
+    models, e.g. EfficientNet and Xception, keep them: dead parameters that break DDP and inflate counts).
+    Models without `forward_intermediates` fall back to timm's default feature wrapper.
+    """
+    common = dict(features_only=True, out_indices=(index,), in_chans=in_chans, **kwargs)
+    try:
+        return timm.create_model(name, feature_cls="getter", **common)
+    except (AttributeError, NotImplementedError, AssertionError, TypeError):
+        return timm.create_model(name, **common)
+
+
 class ScopeformerBackbones(nn.Module):
     """The n timm CNNs, each tapped at one feature stage and resized to the common grid."""
 
@@ -52,9 +66,7 @@ class ScopeformerBackbones(nn.Module):
         for name, index in zip(config.backbones, config.backbone_out_indices, strict=True):
             # pretrained=False always: from_pretrained builds on the meta device and then loads our own
             # safetensors; ImageNet weights come only through `from_pretrained_backbones`.
-            cnn = timm.create_model(
-                name, pretrained=False, features_only=True, out_indices=(index,), in_chans=config.num_channels
-            )
+            cnn = _create_cnn(name, index, config.num_channels, pretrained=False)
             self.extractors.append(cnn)
             self.channels.append(cnn.feature_info.channels()[-1])
 
@@ -380,14 +392,7 @@ def _load_backbone_weights(backbones: ScopeformerBackbones, config: ScopeformerC
                 raise ValueError(f"backbone weights must be a .safetensors file, got {source!r}")
             overlay = {"file": str(source)}
         try:
-            pretrained = timm.create_model(
-                name,
-                pretrained=True,
-                features_only=True,
-                out_indices=(index,),
-                in_chans=config.num_channels,
-                pretrained_cfg_overlay=overlay,
-            )
+            pretrained = _create_cnn(name, index, config.num_channels, pretrained=True, pretrained_cfg_overlay=overlay)
         except Exception as err:  # timm raises several types (hub, HTTP, file, RuntimeError)
             where = source or f"the Hugging Face Hub (timm '{name}')"
             raise OSError(

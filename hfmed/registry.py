@@ -1,0 +1,77 @@
+"""The one table of model families, and their registration with the transformers Auto classes.
+
+Adding a family is one `Family(...)` entry in `FAMILIES`; everything generic (Auto registration,
+`hfmed.hub.save_for_hub`, the pipeline, the training loop) reads this table.
+"""
+
+from dataclasses import dataclass, field
+
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForImageClassification,
+)
+
+from .models.scopeformer import ScopeformerConfig, ScopeformerForImageClassification, ScopeformerModel
+from .models.scopeformer.image_processing_scopeformer import ScopeformerImageProcessor
+
+AUTO_CLASSES = {
+    "AutoModel": AutoModel,
+    "AutoModelForImageClassification": AutoModelForImageClassification,
+}
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family: config, base model, task heads (keyed by Auto class name) and image processor."""
+
+    name: str
+    config_class: type
+    base_model_class: type
+    heads: dict = field(default_factory=dict)
+    image_processor_class: type | None = None
+    pipeline_task: str = "image-classification"
+
+    @property
+    def model_type(self) -> str:
+        return self.config_class.model_type
+
+    def auto_map_classes(self) -> dict:
+        """Auto class name -> class, for every Auto class this family answers."""
+        return {"AutoModel": self.base_model_class, **self.heads}
+
+
+FAMILIES = {
+    "scopeformer": Family(
+        name="scopeformer",
+        config_class=ScopeformerConfig,
+        base_model_class=ScopeformerModel,
+        heads={"AutoModelForImageClassification": ScopeformerForImageClassification},
+        image_processor_class=ScopeformerImageProcessor,
+    ),
+}
+
+
+def family_for(config_or_model) -> Family:
+    """The family of a config or model (by `model_type`), with a clear error for a foreign one."""
+    config = getattr(config_or_model, "config", config_or_model)
+    model_type = getattr(config, "model_type", None)
+    for family in FAMILIES.values():
+        if family.model_type == model_type:
+            return family
+    raise ValueError(f"model_type {model_type!r} is not an hfmed family; known: {sorted(FAMILIES)}")
+
+
+def register_all() -> None:
+    """Register every family with AutoConfig, AutoModel, its heads' Auto classes and AutoImageProcessor."""
+    for family in FAMILIES.values():
+        AutoConfig.register(family.model_type, family.config_class, exist_ok=True)
+        for auto_name, model_class in family.auto_map_classes().items():
+            AUTO_CLASSES[auto_name].register(family.config_class, model_class, exist_ok=True)
+        if family.image_processor_class is not None:
+            AutoImageProcessor.register(
+                family.config_class,
+                image_processor_classes={"torchvision": family.image_processor_class},
+                exist_ok=True,
+            )
