@@ -443,6 +443,19 @@ def test_too_large_image_refused():
     assert windowed.shape == (3, 10, 10)
 
 
+def test_huge_dicom_header_refused_before_decoding():
+    # The pixel data is far too short for the header: only a check of Rows x Columns, made before
+    # decoding, can report the size instead of a decode failure.
+    dataset = pydicom.dcmread(CT_PATH)
+    dataset.Rows, dataset.Columns = 60000, 60000
+    dataset.PixelData = b"\x00" * 16
+    with pytest.raises(ValueError, match=r"60000x60000 = 3,600,000,000 pixels, more than max_image_pixels"):
+        ips.hounsfield_units(dataset, max_image_pixels=4096 * 4096)
+    with pytest.raises(ValueError, match=r"pixel data could not be decoded.*decompress") as excinfo:
+        ips.hounsfield_units(dataset, max_image_pixels=10**10)
+    _assert_one_line(excinfo)
+
+
 # --- Serialisation and packaging ----------------------------------------------------------------
 
 

@@ -228,7 +228,7 @@ def hounsfield_units(
     rows, columns = _tag_value(dataset, "Rows"), _tag_value(dataset, "Columns")
     if rows is not None and columns is not None:
         # Checked on the header so a huge upload is refused before its pixels are decoded.
-        pass
+        _check_size(int(rows), int(columns), max_image_pixels, "DICOM image")
 
     try:
         pixels = np.asarray(dataset.pixel_array)

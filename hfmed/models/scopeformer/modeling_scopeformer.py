@@ -51,7 +51,7 @@ def _create_cnn(name: str, index: int, in_chans: int, **kwargs) -> nn.Module:
     common = dict(features_only=True, out_indices=(index,), in_chans=in_chans, **kwargs)
     try:
         return timm.create_model(name, feature_cls="getter", **common)
-    except (AttributeError, NotImplementedError, AssertionError, TypeError):
+    except (AttributeError, NotImplementedError, TypeError):
         return timm.create_model(name, **common)
 
 
@@ -66,7 +66,12 @@ class ScopeformerBackbones(nn.Module):
         for name, index in zip(config.backbones, config.backbone_out_indices, strict=True):
             # pretrained=False always: from_pretrained builds on the meta device and then loads our own
             # safetensors; ImageNet weights come only through `from_pretrained_backbones`.
-            cnn = _create_cnn(name, index, config.num_channels, pretrained=False)
+            try:
+                cnn = _create_cnn(name, index, config.num_channels, pretrained=False)
+            except (AssertionError, IndexError) as err:
+                raise ValueError(
+                    f"backbone_out_indices: cannot tap stage {index} of '{name}' ({err}); pick a smaller index"
+                ) from err
             self.extractors.append(cnn)
             self.channels.append(cnn.feature_info.channels()[-1])
 
