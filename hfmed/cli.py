@@ -1,4 +1,4 @@
-"""`hfmed` command line: `hfmed demo` (more subcommands arrive with training and the Hub)."""
+"""`hfmed` command line: `hfmed demo`, `hfmed train RECIPE [key=value ...] [--resume latest]`."""
 
 import argparse
 import sys
@@ -28,6 +28,11 @@ def _demo(args) -> int:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:
+        from .train import main as train_main
+
+        return train_main(argv[1:])
     parser = argparse.ArgumentParser(prog="hfmed", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run a Scopeformer on a real CT slice and print per-label probabilities")
@@ -35,6 +40,7 @@ def main(argv=None) -> int:
     demo.add_argument("--dicom", default=None, help="a CT DICOM file (default: pydicom's CT_small.dcm)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
+    sub.add_parser("train", help="train from a YAML recipe (see `hfmed train --help`)")
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -13,7 +13,15 @@ from transformers import (
     AutoModelForImageClassification,
 )
 
-from .models.scopeformer import ScopeformerConfig, ScopeformerForImageClassification, ScopeformerModel
+from .models.scopeformer import (
+    PRESETS as SCOPEFORMER_PRESETS,
+)
+from .models.scopeformer import (
+    ScopeformerConfig,
+    ScopeformerForImageClassification,
+    ScopeformerModel,
+    scopeformer_config,
+)
 from .models.scopeformer.image_processing_scopeformer import ScopeformerImageProcessor
 
 AUTO_CLASSES = {
@@ -31,11 +39,23 @@ class Family:
     base_model_class: type
     heads: dict = field(default_factory=dict)
     image_processor_class: type | None = None
-    pipeline_task: str = "image-classification"
+    config_factory: object = None
+    """`(preset, **overrides) -> config`."""
+    presets: dict = field(default_factory=dict)
+    """Named presets of the config (architecture sizes)."""
+    head: str = "AutoModelForImageClassification"
+    """The Auto class of the head that training and the Hub use."""
 
     @property
     def model_type(self) -> str:
         return self.config_class.model_type
+
+    def make_config(self, preset: str, **overrides):
+        return self.config_factory(preset, **overrides)
+
+    @property
+    def head_class(self) -> type:
+        return self.heads[self.head]
 
     def auto_map_classes(self) -> dict:
         """Auto class name -> class, for every Auto class this family answers."""
@@ -49,6 +69,8 @@ FAMILIES = {
         base_model_class=ScopeformerModel,
         heads={"AutoModelForImageClassification": ScopeformerForImageClassification},
         image_processor_class=ScopeformerImageProcessor,
+        config_factory=scopeformer_config,
+        presets=SCOPEFORMER_PRESETS,
     ),
 }
 

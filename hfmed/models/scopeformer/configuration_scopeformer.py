@@ -71,6 +71,12 @@ class ScopeformerConfig(PreTrainedConfig):
         num_channels (`int`, defaults to 3): input channels, one per Hounsfield window.
         loss_label_weights (`list[float]`, defaults to `[2, 1, 1, 1, 1, 1]`):
             Per-label weights of the weighted multi-label log loss (the RSNA 2019 metric: "any" counts 2).
+        loss_pos_weight (`list[float]`, *optional*):
+            Per-label positive-class weight in the loss (`pos_weight` of BCE), against class imbalance
+            (epidural is ~0.4 % of RSNA slices). Our choice, not the papers'; default none.
+        label_thresholds (`list[float]`, *optional*):
+            Per-label decision thresholds (positive iff probability >= threshold), chosen on the validation
+            split after training (Youden's J or a target sensitivity). Our choice; default none (0.5).
         id2label / label2id: the labels; default the 6 RSNA 2019 labels.
         problem_type (`str`): must be `"multi_label_classification"`.
     """
@@ -101,6 +107,8 @@ class ScopeformerConfig(PreTrainedConfig):
     image_size: int = 224
     num_channels: int = 3
     loss_label_weights: list[float] | None = None
+    loss_pos_weight: list[float] | None = None
+    label_thresholds: list[float] | None = None
 
     def __post_init__(self, **kwargs):
         if self.id2label is None and kwargs.get("num_labels") is None:
@@ -171,6 +179,20 @@ class ScopeformerConfig(PreTrainedConfig):
             )
         if any(w < 0 for w in self.loss_label_weights) or sum(self.loss_label_weights) <= 0:
             raise ValueError(f"loss_label_weights must be >= 0 with a positive sum, got {self.loss_label_weights}")
+        if self.loss_pos_weight is not None and (
+            len(self.loss_pos_weight) != self.num_labels or any(w <= 0 for w in self.loss_pos_weight)
+        ):
+            raise ValueError(
+                f"loss_pos_weight must hold one positive weight per label ({self.num_labels}), "
+                f"got {self.loss_pos_weight}"
+            )
+        if self.label_thresholds is not None and (
+            len(self.label_thresholds) != self.num_labels or any(not 0 <= t <= 1 for t in self.label_thresholds)
+        ):
+            raise ValueError(
+                f"label_thresholds must hold one probability in [0, 1] per label ({self.num_labels}), "
+                f"got {self.label_thresholds}"
+            )
 
     @property
     def num_tokens(self) -> int:

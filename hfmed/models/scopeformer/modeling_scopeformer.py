@@ -343,7 +343,8 @@ class ScopeformerForImageClassification(ScopeformerPreTrainedModel):
         r"""
         labels (`torch.Tensor` of shape `(batch_size, num_labels)`, *optional*):
             0/1 targets per label. When given, the loss is the RSNA weighted multi-label log loss:
-            per-label mean binary cross-entropy, averaged with `config.loss_label_weights`.
+            per-label mean binary cross-entropy (with `config.loss_pos_weight` if set), averaged with
+            `config.loss_label_weights`.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.scopeformer(
@@ -370,7 +371,12 @@ class ScopeformerForImageClassification(ScopeformerPreTrainedModel):
                 f"column per label ({self.config.num_labels} labels: {list(self.config.label2id)})"
             )
         weights = torch.tensor(self.config.loss_label_weights, dtype=logits.dtype, device=logits.device)
-        per_label = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none").mean(0)
+        pos_weight = None
+        if self.config.loss_pos_weight is not None:
+            pos_weight = torch.tensor(self.config.loss_pos_weight, dtype=logits.dtype, device=logits.device)
+        per_label = F.binary_cross_entropy_with_logits(
+            logits, labels.to(logits.dtype), reduction="none", pos_weight=pos_weight
+        ).mean(0)
         return (per_label * weights).sum() / weights.sum()
 
     @classmethod

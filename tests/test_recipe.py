@@ -1,0 +1,82 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hfmed.recipe import RecipeError, load_recipe
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+PUBLISHED = ["scopeformer-base", "scopeformer-efficient", "scopeformer-efficient-small"]
+
+
+@pytest.mark.parametrize("name", [*PUBLISHED, "scopeformer-efficient-demo"])
+def test_shipped_recipes_parse_and_name_a_hub_repo(name):
+    recipe = load_recipe(CONFIGS / f"{name}.yaml", check_paths=False)
+    assert recipe.name == name
+    assert recipe.hub.repo_id and "/" in recipe.hub.repo_id
+    assert recipe.evaluation.metric
+
+
+def test_published_presets_match_their_recipes():
+    for name in PUBLISHED:
+        assert load_recipe(CONFIGS / f"{name}.yaml", check_paths=False).model.preset == name
+
+
+def write(tmp_path, data) -> Path:
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_unknown_key_names_the_key_and_the_file(tmp_path):
+    path = write(tmp_path, {"training": {"lerning_rate": 0.1}})
+    with pytest.raises(RecipeError, match=r"r\.yaml: unknown key 'training\.lerning_rate'"):
+        load_recipe(path)
+
+
+def test_wrong_type_is_reported(tmp_path):
+    with pytest.raises(RecipeError, match=r"'training\.epochs' must be int, got str '3x'"):
+        load_recipe(write(tmp_path, {"training": {"epochs": "3x"}}))
+    with pytest.raises(RecipeError, match="'data' must be a mapping"):
+        load_recipe(write(tmp_path, {"data": [1, 2]}))
+
+
+def test_missing_data_path_is_reported_with_the_fix(tmp_path):
+    path = write(tmp_path, {"data": {"builder": "rsna_ich", "args": {"root": str(tmp_path / "nowhere")}}})
+    with pytest.raises(RecipeError, match=r"data\.args\.root = .*nowhere does not exist.*data\.args\.root="):
+        load_recipe(path)
+    with pytest.raises(RecipeError, match=r"data\.args\.root is required"):
+        load_recipe(write(tmp_path, {"data": {"builder": "rsna_ich"}}))
+
+
+def test_overrides_are_typed_and_checked(tmp_path):
+    path = write(tmp_path, {})
+    recipe = load_recipe(path, ["training.epochs=3", "training.learning_rate=1e-4", "model.config.hidden_size=64"])
+    assert recipe.training.epochs == 3
+    assert recipe.training.learning_rate == pytest.approx(1e-4)
+    assert recipe.model.config == {"hidden_size": 64}
+    with pytest.raises(RecipeError, match="section.key=value"):
+        load_recipe(path, ["training.epochs"])
+    with pytest.raises(RecipeError, match="unknown key 'training.epoch'"):
+        load_recipe(path, ["training.epoch=3"])
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"model": {"family": "unet"}}, "model.family 'unet' is unknown"),
+        ({"model": {"preset": "scopeformer-huge"}}, "model.preset 'scopeformer-huge' is unknown"),
+        ({"training": {"mixed_precision": "fp8"}}, "mixed_precision must be one of"),
+        ({"training": {"batch_size": 0}}, "batch_size must be >= 1"),
+        ({"evaluation": {"threshold_method": "f1"}}, "threshold_method must be one of"),
+        ({"training": {"pos_weight": "balanced"}}, "pos_weight must be null, 'auto' or a list"),
+    ],
+)
+def test_bad_values_are_reported(tmp_path, data, message):
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(write(tmp_path, data))
+
+
+def test_missing_recipe_file(tmp_path):
+    with pytest.raises(RecipeError, match="does not exist"):
+        load_recipe(tmp_path / "nope.yaml")
