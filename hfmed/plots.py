@@ -1,0 +1,225 @@
+"""Training curves and ROC curves as PNG files, for run folders and model cards.
+
+matplotlib is imported inside the functions (it is a `train` extra and slow to import), and figures are
+drawn on `matplotlib.figure.Figure` with the Agg canvas directly: no pyplot, so no global backend switch,
+no figure left open in a long training process, and it works on machines without a display.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .thresholds import _as_matrices, _at_least, roc_points
+
+# Bookkeeping that transformers.Trainer logs next to the metrics; plotted it would only crowd metrics.png.
+_IGNORED_KEYS = {"epoch", "step", "total_flos"}
+_IGNORED_SUFFIXES = ("_runtime", "_per_second")
+# Split prefixes: "train_auroc" and "eval_auroc" share a panel.
+_SPLIT_PREFIXES = ("train_", "eval_", "validation_", "val_", "test_")
+
+
+def _new_figure(width: float, height: float, nrows: int = 1, ncols: int = 1):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(nrows, ncols, squeeze=False)
+    return figure, axes
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _keys_in_order(history: Sequence[Mapping]) -> list[str]:
+    keys: dict[str, None] = {}
+    for entry in history:
+        for key, value in entry.items():
+            if _is_number(value):
+                keys.setdefault(key, None)
+    return list(keys)
+
+
+def _series(history: Sequence[Mapping], x: list[float], key: str) -> tuple[list[float], list[float]]:
+    points = [(xi, float(entry[key])) for xi, entry in zip(x, history, strict=True) if _is_number(entry.get(key))]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def _panel_name(key: str) -> str:
+    for prefix in _SPLIT_PREFIXES:
+        if key.startswith(prefix) and len(key) > len(prefix):
+            return key[len(prefix) :]
+    return key
+
+
+def plot_history(
+    history: Sequence[Mapping],
+    out_dir: str | Path,
+    step_losses: Iterable[tuple[float, float]] | None = None,
+) -> list[Path]:
+    """Plot a run's per-epoch (or per-evaluation) log as `loss.png` and `metrics.png` in `out_dir`.
+
+    Args:
+        history: dicts such as `{"epoch": 1, "step": 40, "train_loss": 0.5, "eval_loss": 0.4,
+            "eval_mean_auroc": 0.8}`; keys may differ between entries (a key is drawn where present).
+            `transformers.Trainer`'s `state.log_history` works as is.
+        out_dir: folder for the PNGs (created if missing).
+        step_losses: optional `(step, loss)` pairs, drawn faintly behind the curves of `loss.png`.
+
+    The x axis is `step` when every entry has one, else `epoch` when every entry has one, else the entry
+    index. `loss.png` holds every numeric key ending in `loss`; `metrics.png` every other numeric key
+    except `epoch`, `step` and Trainer bookkeeping (`*_runtime`, `*_per_second`, `total_flos`), one panel
+    per metric with its `train_` / `eval_` / `val_` / `test_` variants together.
+
+    Returns:
+        The paths written: a figure with nothing to draw is not written.
+    """
+    history = list(history)
+    step_losses = [] if step_losses is None else [(float(s), float(v)) for s, v in step_losses]
+    if not history and not step_losses:
+        raise ValueError("nothing to plot: history and step_losses are both empty")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    if history and all(_is_number(entry.get("step")) for entry in history):
+        x_key = "step"
+    elif history and all(_is_number(entry.get("epoch")) for entry in history):
+        x_key = "epoch"
+    else:
+        x_key = "evaluation"
+    x = [float(entry[x_key]) for entry in history] if x_key != "evaluation" else list(range(1, len(history) + 1))
+
+    keys = _keys_in_order(history)
+    loss_keys = [key for key in keys if key.endswith("loss")]
+    metric_keys = [
+        key
+        for key in keys
+        if key not in loss_keys and key not in _IGNORED_KEYS and not key.endswith(_IGNORED_SUFFIXES)
+    ]
+    written = []
+
+    if loss_keys or step_losses:
+        figure, axes = _new_figure(7, 4.5)
+        ax = axes[0, 0]
+        if step_losses:
+            # A step axis of its own when the curves are per epoch: steps and epochs do not share a scale.
+            step_ax = ax if x_key == "step" or not loss_keys else ax.twiny()
+            steps, values = [s for s, _ in step_losses], [v for _, v in step_losses]
+            step_ax.plot(steps, values, color="0.5", alpha=0.35, linewidth=0.8, label="loss (per step)")
+            if step_ax is not ax:
+                step_ax.set_xlabel("step")
+                step_ax.legend(loc="upper center", fontsize="small")
+        for key in loss_keys:
+            xs, ys = _series(history, x, key)
+            ax.plot(xs, ys, marker="o", markersize=3, label=key)
+        ax.set_xlabel(x_key if loss_keys else "step")
+        ax.set_ylabel("loss")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+        path = out_dir / "loss.png"
+        figure.savefig(path, dpi=100)
+        written.append(path)
+
+    if metric_keys:
+        panels: dict[str, list[str]] = {}
+        for key in metric_keys:
+            panels.setdefault(_panel_name(key), []).append(key)
+        ncols = min(3, len(panels))
+        nrows = math.ceil(len(panels) / ncols)
+        figure, axes = _new_figure(4.2 * ncols, 3.0 * nrows, nrows, ncols)
+        for ax, (panel, panel_keys) in zip(axes.flat, panels.items(), strict=False):
+            for key in panel_keys:
+                xs, ys = _series(history, x, key)
+                ax.plot(xs, ys, marker="o", markersize=3, label=key)
+            ax.set_title(panel, fontsize="medium")
+            ax.set_xlabel(x_key)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize="x-small")
+        for ax in list(axes.flat)[len(panels) :]:
+            ax.set_visible(False)
+        path = out_dir / "metrics.png"
+        figure.savefig(path, dpi=100)
+        written.append(path)
+
+    return written
+
+
+def plot_roc(
+    probabilities,
+    labels,
+    label_names: Sequence[str],
+    out_path: str | Path,
+    thresholds: float | Sequence[float] | None = None,
+) -> Path:
+    """One ROC curve per label in one PNG, AUROC in the legend; operating points marked if `thresholds`.
+
+    Args:
+        probabilities: (N, L) probabilities.
+        labels: (N, L) 0/1 labels.
+        label_names: L names for the legend.
+        out_path: the PNG to write (its folder is created if missing).
+        thresholds: optional float or L floats; each label's point (1 - specificity, sensitivity) under
+            `probability >= threshold` is marked on its curve.
+
+    A label with a single class in `labels` has no ROC curve: it is listed in the legend as such.
+    """
+    probabilities, labels = _as_matrices(probabilities, labels)
+    num_labels = probabilities.shape[1]
+    label_names = [str(name) for name in label_names]
+    if len(label_names) != num_labels:
+        raise ValueError(f"label_names has {len(label_names)} entries for {num_labels} labels")
+    cutoffs = None
+    if thresholds is not None:
+        cutoffs = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+        if cutoffs.shape[0] == 1:
+            cutoffs = np.repeat(cutoffs, num_labels)
+        if cutoffs.shape[0] != num_labels:
+            raise ValueError(f"thresholds has {cutoffs.shape[0]} entries for {num_labels} labels")
+
+    figure, axes = _new_figure(6, 6)
+    ax = axes[0, 0]
+    ax.plot([0, 1], [0, 1], linestyle="--", color="0.6", linewidth=1, label="chance")
+    for j, name in enumerate(label_names):
+        truth = labels[:, j]
+        if truth.all() or not truth.any():
+            ax.plot([], [], linestyle="none", label=f"{name} (single class: no ROC)")
+            continue
+        _, tpr, fpr = roc_points(probabilities[:, j], truth)
+        # The curve starts at (0, 0): a threshold above every score calls nothing positive.
+        fpr, tpr = np.concatenate(([0.0], fpr)), np.concatenate(([0.0], tpr))
+        auroc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
+        (line,) = ax.plot(fpr, tpr, linewidth=1.5, label=f"{name} (AUROC {auroc:.3f})")
+        if cutoffs is not None:
+            predicted = _at_least(probabilities[:, j], cutoffs[j])
+            ax.plot(
+                predicted[~truth].mean(),
+                predicted[truth].mean(),
+                marker="o",
+                markersize=7,
+                markeredgecolor="black",
+                color=line.get_color(),
+                linestyle="none",
+            )
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_aspect("equal")
+    ax.set_xlabel("1 - specificity (false positive rate)")
+    ax.set_ylabel("sensitivity (true positive rate)")
+    title = "ROC" if cutoffs is None else "ROC (dots: chosen thresholds, probability >= threshold)"
+    ax.set_title(title, fontsize="medium")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out_path, dpi=100)
+    return out_path
+
+
+__all__ = ["plot_history", "plot_roc"]
