@@ -122,8 +122,18 @@ def evaluate_model(model, loader, accelerator):
     )
 
 
-def train(recipe: Recipe, resume=None, stop_after_steps: int | None = None) -> Path:
-    """Run a recipe; returns the output folder. `stop_after_steps` simulates an interruption (tests, drills)."""
+def train(recipe: Recipe, resume=None, stop_after_steps: int | None = None, callbacks=()) -> Path:
+    """Run a recipe; returns the output folder.
+
+    `stop_after_steps` simulates an interruption (tests, preemption drills). `callbacks` are objects with
+    any of `on_before_optimizer_step(state, model, batch, accelerator)` (gradients are synchronised
+    there) and `on_train_end(state, model, accelerator)`, called on every process.
+    """
+
+    def call(event, *args):
+        for callback in callbacks:
+            getattr(callback, event, lambda *a: None)(state, *args)
+
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
     from tqdm.auto import tqdm
@@ -190,7 +200,16 @@ def train(recipe: Recipe, resume=None, stop_after_steps: int | None = None) -> P
         model, optimizer, train_loader, eval_loader, scheduler
     )
 
-    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "history": [], "step_losses": [], "best": None}
+    state = {
+        "step": 0,
+        "epoch": 0,
+        "batch_in_epoch": 0,
+        "running_loss": 0.0,
+        "seen": 0,
+        "history": [],
+        "step_losses": [],
+        "best": None,
+    }
     if resume_dir is not None:
         accelerator.load_state(str(resume_dir))
         state = json.loads((resume_dir / "trainer_state.json").read_text())
@@ -218,14 +237,15 @@ def train(recipe: Recipe, resume=None, stop_after_steps: int | None = None) -> P
     )
     started = time.time()
     model.train()
-    stopped = False
+    finished = False
     for epoch in range(state["epoch"], epochs):
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch)
         loader = train_loader
         if state["batch_in_epoch"]:
             loader = accelerator.skip_first_batches(train_loader, state["batch_in_epoch"])
-        running, seen = 0.0, 0
+        if not state["batch_in_epoch"]:
+            state["running_loss"], state["seen"] = 0.0, 0
         for batch in loader:
             # Reseed per micro-batch from (seed, rank, epoch, position): dropout and any other torch
             # randomness then depend on where the run is, not on how it got there, so a resumed run
@@ -234,30 +254,35 @@ def train(recipe: Recipe, resume=None, stop_after_steps: int | None = None) -> P
             with accelerator.accumulate(model):
                 outputs = model(**batch)
                 accelerator.backward(outputs.loss)
-                if accelerator.sync_gradients and training.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), training.max_grad_norm)
+                if accelerator.sync_gradients:
+                    call("on_before_optimizer_step", model, batch, accelerator)
+                    if training.max_grad_norm:
+                        accelerator.clip_grad_norm_(model.parameters(), training.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
             state["batch_in_epoch"] += 1
-            running += outputs.loss.detach().float().item()
-            seen += 1
+            state["running_loss"] += outputs.loss.detach().float().item()
+            state["seen"] += 1
             if not accelerator.sync_gradients:
                 continue
             state["step"] += 1
             progress.update(1)
             if state["step"] % training.log_every_steps == 0:
-                loss = running / seen
+                loss = state["running_loss"] / state["seen"]
                 state["step_losses"].append([state["step"], loss])
                 progress.set_postfix(loss=f"{loss:.4f}")
                 accelerator.log({"train_loss": loss, "lr": scheduler.get_last_lr()[0]}, step=state["step"])
             if training.save_every_steps and state["step"] % training.save_every_steps == 0:
                 save_checkpoint()
-            if state["step"] >= total_steps or (stop_after_steps and state["step"] >= stop_after_steps):
-                stopped = True
+            if state["step"] >= total_steps:
+                finished = True
                 break
-        if stop_after_steps and state["step"] >= stop_after_steps and state["step"] < total_steps:
+            if stop_after_steps and state["step"] >= stop_after_steps:
+                break
+        if stop_after_steps and state["step"] >= stop_after_steps and not finished:
             progress.close()
+            call("on_train_end", model, accelerator)
             accelerator.end_training()
             return output_dir
 
@@ -265,7 +290,7 @@ def train(recipe: Recipe, resume=None, stop_after_steps: int | None = None) -> P
         metrics = classification_metrics(
             probabilities, labels, label_names, label_weights=accelerator.unwrap_model(model).config.loss_label_weights
         )
-        record = {"epoch": epoch + 1, "step": state["step"], "train_loss": running / max(seen, 1)}
+        record = {"epoch": epoch + 1, "step": state["step"], "train_loss": state["running_loss"] / max(state["seen"], 1)}
         record.update({"eval_loss": eval_loss}, **{f"eval_{k}": v for k, v in metrics.items()})
         state["history"].append(record)
         accelerator.log(record, step=state["step"])
@@ -275,17 +300,15 @@ def train(recipe: Recipe, resume=None, stop_after_steps: int | None = None) -> P
             raise RecipeError(
                 f"evaluation.metric {recipe.evaluation.metric!r} is not computed; choose one of {sorted(metrics)}"
             )
-        better = state["best"] is None or (
-            score > state["best"]["score"] if recipe.evaluation.greater_is_better else score < state["best"]["score"]
-        )
+        better = _is_better(score, state["best"], recipe.evaluation.greater_is_better)
         if better:
             state["best"] = {"score": score, "epoch": epoch + 1, "step": state["step"], "metrics": metrics}
             best_eval = (probabilities, labels)
             _save_model(accelerator, model, processor, output_dir / "model")
         state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
-        if not training.save_every_steps or stopped:
+        if not training.save_every_steps or finished:
             save_checkpoint()
-        if stopped:
+        if finished:
             break
     progress.close()
 
@@ -312,13 +335,25 @@ def train(recipe: Recipe, resume=None, stop_after_steps: int | None = None) -> P
             "wall_time_s": round(time.time() - started, 1),
             "num_processes": accelerator.num_processes,
         }
-        (output_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+        (output_dir / "metrics.json").write_text(json.dumps(_json_safe(report), indent=2, allow_nan=False) + "\n")
         plots = output_dir / "plots"
         plot_history(state["history"], plots, step_losses=state["step_losses"])
         plot_roc(probabilities, labels, label_names, plots / "roc.png", thresholds=thresholds)
     accelerator.wait_for_everyone()
+    call("on_train_end", model, accelerator)
     accelerator.end_training()
     return output_dir
+
+
+def _is_better(score: float, best: dict | None, greater_is_better: bool) -> bool:
+    # A NaN score (e.g. AUROC on a validation split with one class) never beats a real one.
+    if best is None:
+        return True
+    if math.isnan(score):
+        return False
+    if math.isnan(best["score"]):
+        return True
+    return score > best["score"] if greater_is_better else score < best["score"]
 
 
 def _step_seed(seed: int, rank: int, epoch: int, position: int) -> int:
@@ -343,6 +378,17 @@ def _evaluate_saved(folder: Path, eval_loader, accelerator):
     model = accelerator.prepare(AutoModelForImageClassification.from_pretrained(folder))
     _, probabilities, labels = evaluate_model(model, eval_loader, accelerator)
     return probabilities, labels
+
+
+def _json_safe(value):
+    """NaN / inf become null so metrics.json stays strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _write_thresholds(folder: Path, thresholds):

@@ -352,6 +352,21 @@ class ScopeformerImageProcessor(TorchvisionBackend):
         if self.do_normalize:
             _check_mean_std(self.image_mean, self.image_std, len(self.windows))
 
+    def input_contract(self) -> dict:
+        """What the model expects, in MONAI's metadata vocabulary (for model cards and Spaces)."""
+        return {
+            "modality": "CT",
+            "format": "hounsfield",
+            "source": "one axial head-CT slice (DICOM: pixel * RescaleSlope + RescaleIntercept)",
+            "windows": {name: {"level": w[0], "width": w[1]} for name, w in zip(self.window_names, self.windows)},
+            "channel_def": dict(enumerate(self.window_names)),
+            "spatial_shape": [self.size.height, self.size.width],
+            "value_range": [0.0, 1.0],
+            "normalization": {"mean": list(self.image_mean), "std": list(self.image_std)},
+            "num_channels": len(self.windows),
+            "accepted_modalities": list(self.allowed_modalities),
+        }
+
     def _validate_preprocess_kwargs(self, **kwargs) -> None:
         super()._validate_preprocess_kwargs(**kwargs)
         windows = _check_windows(kwargs.get("windows"))

@@ -1,0 +1,269 @@
+"""Model cards for hfmed runs: Hub metadata, the method, intended use, input contract, results, usage.
+
+The card is built from three sources only: the family's paper facts (`PAPERS`), the trained folder
+(config + image processor, whose `input_contract()` speaks MONAI's metadata vocabulary) and the run's
+`metrics.json` / `recipe.yaml`.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+
+@dataclass(frozen=True)
+class Paper:
+    title: str
+    arxiv: str
+    bibtex: str
+    summary: str
+
+
+PAPERS = {
+    "scopeformer": [
+        Paper(
+            title="Scopeformer: n-CNN-ViT Hybrid Model for Intracranial Hemorrhage Classification",
+            arxiv="2107.04575",
+            bibtex=(
+                "@inproceedings{barhoumi2021scopeformer,\n"
+                "  title={Scopeformer: n-CNN-ViT Hybrid Model for Intracranial Hemorrhage Classification},\n"
+                "  author={Barhoumi, Yassine and Rasool, Ghulam},\n"
+                "  booktitle={Medical Imaging with Deep Learning (MIDL)},\n"
+                "  year={2021},\n"
+                "  eprint={2107.04575},\n"
+                "  archivePrefix={arXiv}\n"
+                "}"
+            ),
+            summary=(
+                "Several CNN feature extractors produce feature maps that are stacked, reduced by a feature "
+                "projection and read by a Vision Transformer that classifies the six RSNA 2019 hemorrhage labels."
+            ),
+        ),
+        Paper(
+            title="Efficient Scopeformer: Towards Scalable and Rich Feature Extraction for Intracranial "
+            "Hemorrhage Detection",
+            arxiv="2302.00220",
+            bibtex=(
+                "@article{barhoumi2023efficient,\n"
+                "  title={Efficient Scopeformer: Towards Scalable and Rich Feature Extraction for Intracranial\n"
+                "         Hemorrhage Detection},\n"
+                "  author={Barhoumi, Yassine and Bouaynaya, Nidhal Carla and Rasool, Ghulam},\n"
+                "  journal={arXiv preprint arXiv:2302.00220},\n"
+                "  year={2023}\n"
+                "}"
+            ),
+            summary=(
+                "Four different frozen ImageNet CNNs feed the ViT; with about 8x (or 17x) fewer trainable "
+                "parameters than the base model the loss in accuracy is small."
+            ),
+        ),
+    ],
+}
+
+TASK_METRICS = {
+    "multi_label_classification": [
+        ("mean_auroc", "roc_auc", "mean AUROC"),
+        ("weighted_log_loss", "log_loss", "weighted log loss"),
+        ("mean_accuracy", "accuracy", "mean per-label accuracy at 0.5"),
+    ],
+}
+
+
+def _results(metrics: dict) -> dict:
+    best = (metrics or {}).get("best") or {}
+    return best.get("metrics") or {}
+
+
+def card_data(config, processor, metrics: dict | None, recipe: dict | None, repo_id: str, license: str):
+    contract = processor.input_contract()
+    results = _results(metrics)
+    dataset_name = ((recipe or {}).get("data") or {}).get("builder", "unknown")
+    eval_results = [
+        EvalResult(
+            task_type="image-classification",
+            dataset_type=dataset_name,
+            dataset_name=dataset_name,
+            dataset_split="validation",
+            metric_type=metric_type,
+            metric_name=name,
+            metric_value=round(float(results[key]), 4),
+        )
+        for key, metric_type, name in TASK_METRICS.get(config.problem_type, [])
+        if key in results and results[key] is not None
+    ]
+    papers = PAPERS.get(config.model_type, [])
+    return ModelCardData(
+        library_name="transformers",
+        pipeline_tag="image-classification",
+        license=license,
+        tags=["hfmed", config.model_type, "medical", "medical-imaging", contract["modality"].lower(),
+              "multi-label-classification", "custom_code"],
+        datasets=[dataset_name],
+        metrics=[metric_type for key, metric_type, _ in TASK_METRICS.get(config.problem_type, [])],
+        base_model=None,
+        model_name=repo_id.split("/")[-1],
+        eval_results=eval_results or None,
+        arxiv=[p.arxiv for p in papers] or None,
+    )
+
+
+USAGE = '''\
+### With hfmed installed
+
+```python
+import hfmed  # registers the family with the Auto classes
+from hfmed.pipelines import classify
+
+classify("slice.dcm", "{repo_id}")  # every label with its probability
+```
+
+### Without hfmed (transformers + timm only)
+
+```python
+import torch
+from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+model = AutoModelForImageClassification.from_pretrained("{repo_id}", trust_remote_code=True).eval()
+processor = AutoImageProcessor.from_pretrained("{repo_id}", trust_remote_code=True)
+inputs = processor("slice.dcm", return_tensors="pt")  # DICOM path, bytes, pydicom.Dataset or HU array
+with torch.no_grad():
+    probabilities = model(**inputs).logits.sigmoid()[0]
+print(dict(zip(model.config.id2label.values(), probabilities.tolist())))
+```
+
+### A pipeline on a DICOM file
+
+```python
+from transformers import pipeline
+import hfmed  # adds the "medical-image-classification" task, which reads DICOM
+
+pipe = pipeline("medical-image-classification", model="{repo_id}")
+pipe("slice.dcm")
+```
+
+### Fine-tuning with `Trainer`
+
+```python
+from transformers import AutoImageProcessor, AutoModelForImageClassification, Trainer, TrainingArguments
+from hfmed.data import build_dataset
+from hfmed.data.transforms import collate, make_transform
+from hfmed.metrics import make_compute_metrics
+
+model = AutoModelForImageClassification.from_pretrained("{repo_id}", trust_remote_code=True)
+processor = AutoImageProcessor.from_pretrained("{repo_id}", trust_remote_code=True)
+data = build_dataset("rsna_ich", root="data/rsna-ich")
+trainer = Trainer(
+    model=model,
+    args=TrainingArguments("out", eval_strategy="epoch", remove_unused_columns=False),
+    train_dataset=data["train"].with_transform(make_transform(processor, train=True)),
+    eval_dataset=data["validation"].with_transform(make_transform(processor)),
+    data_collator=collate,
+    processing_class=processor,
+    compute_metrics=make_compute_metrics(list(model.config.id2label.values())),
+)
+trainer.train()
+```
+'''
+
+
+def _results_table(metrics: dict | None) -> str:
+    results = _results(metrics)
+    if not results:
+        return "No evaluation results were recorded for this checkpoint."
+    rows = ["| metric | value |", "| --- | --- |"]
+    rows += [f"| {k} | {v:.4f} |" for k, v in sorted(results.items()) if isinstance(v, (int, float))]
+    best = metrics["best"]
+    points = ((metrics.get("thresholds") or {}).get("operating_points")) or {}
+    text = f"Validation split, best epoch {best.get('epoch')} (step {best.get('step')}).\n\n" + "\n".join(rows)
+    if points:
+        text += "\n\nDecision thresholds chosen on validation (" + metrics["thresholds"]["method"] + "):\n\n"
+        text += "| label | threshold | sensitivity | specificity |\n| --- | --- | --- | --- |\n"
+        for label, p in points.items():
+            sens = "n/a" if p.get("sensitivity") is None else f"{p['sensitivity']:.3f}"
+            spec = "n/a" if p.get("specificity") is None else f"{p['specificity']:.3f}"
+            text += f"| {label} | {p['threshold']:.4f} | {sens} | {spec} |\n"
+    return text
+
+
+def build_model_card(config, processor, repo_id: str, metrics: dict | None = None, recipe: dict | None = None,
+                     license: str = "apache-2.0") -> ModelCard:
+    data = card_data(config, processor, metrics, recipe, repo_id, license)
+    contract = processor.input_contract()
+    papers = PAPERS.get(config.model_type, [])
+    labels = [config.id2label[i] for i in range(config.num_labels)]
+    method = "\n".join(f"- **{p.title}** ([arXiv {p.arxiv}](https://arxiv.org/abs/{p.arxiv})): {p.summary}"
+                       for p in papers)
+    bibtex = "\n\n".join(p.bibtex for p in papers)
+    recipe_excerpt = yaml.safe_dump(
+        {k: (recipe or {}).get(k) for k in ("model", "data", "training", "evaluation") if (recipe or {}).get(k)},
+        sort_keys=False,
+    ).strip()
+    contract_rows = "\n".join(f"| {k} | {json.dumps(v)} |" for k, v in contract.items())
+    thresholds = getattr(config, "label_thresholds", None)
+    body = f"""
+# {repo_id.split("/")[-1]}
+
+**Research use only. Not for diagnosis or any clinical decision.** This model has not been cleared or
+approved by any regulator and must not be used to guide patient care.
+
+## Method
+
+{method}
+
+Architecture: `{config.model_type}`; defaults that the papers do not state are ours and are documented
+in the config class (`configuration_{config.model_type}.py`).
+
+## Intended use
+
+Research on {contract["modality"]} image classification: benchmarking, method development, teaching.
+Out of scope: diagnosis, triage, screening, or any use on patients.
+
+## Input contract
+
+| field | value |
+| --- | --- |
+{contract_rows}
+
+## Labels
+
+{", ".join(f"`{label}`" for label in labels)} (multi-label: one independent probability each).
+{"Per-label decision thresholds (chosen on validation): `" + json.dumps(thresholds) + "`." if thresholds else ""}
+
+## Training recipe
+
+```yaml
+{recipe_excerpt}
+```
+
+## Results
+
+{_results_table(metrics)}
+
+## Usage
+
+{USAGE.format(repo_id=repo_id)}
+
+## Citation
+
+```bibtex
+{bibtex}
+```
+"""
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+def build_model_card_for_run(run_dir, repo_id: str, license: str = "apache-2.0") -> ModelCard:
+    """The card of a training run folder (`model/`, `metrics.json`, `recipe.yaml`)."""
+    from transformers import AutoConfig, AutoImageProcessor
+
+    run_dir = Path(run_dir)
+    config = AutoConfig.from_pretrained(run_dir / "model")
+    processor = AutoImageProcessor.from_pretrained(run_dir / "model")
+    metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else None
+    recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text()) if (run_dir / "recipe.yaml").is_file() else None
+    return build_model_card(config, processor, repo_id, metrics, recipe, license)
+
+
+__all__ = ["PAPERS", "Paper", "build_model_card", "build_model_card_for_run"]

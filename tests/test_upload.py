@@ -1,0 +1,189 @@
+"""upload.py: staged Hub folders, model card, one-commit push (intercepted), token hygiene."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
+from pydicom.data import get_testdata_file
+from safetensors.torch import load_file, save_file
+
+import upload
+from hfmed import ScopeformerForImageClassification, ScopeformerImageProcessor, scopeformer_config
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "hf_testTOKEN0123456789abcdefghijklmnopqrs"
+LABELS = ["any", "epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A run folder as `hfmed train` leaves it, with a tiny random model and made-up metrics."""
+    run = tmp_path_factory.mktemp("run")
+    torch.manual_seed(0)
+    config = scopeformer_config("scopeformer-tiny", label_thresholds=[0.4, 0.3, 0.5, 0.5, 0.6, 0.2])
+    ScopeformerForImageClassification(config).save_pretrained(run / "model")
+    ScopeformerImageProcessor(size={"height": 32, "width": 32}).save_pretrained(run / "model")
+    metrics = {"mean_auroc": 0.91, "weighted_log_loss": 0.21, "mean_accuracy": 0.88}
+    points = {name: {"threshold": 0.5, "sensitivity": 0.9, "specificity": 0.8} for name in LABELS}
+    (run / "metrics.json").write_text(json.dumps({
+        "best": {"score": 0.91, "epoch": 3, "step": 60, "metrics": metrics},
+        "history": [], "thresholds": {"method": "youden", "operating_points": points},
+    }))
+    (run / "recipe.yaml").write_text(yaml.safe_dump({
+        "model": {"family": "scopeformer", "preset": "scopeformer-tiny"},
+        "data": {"builder": "synthetic_ct"}, "training": {"epochs": 3, "learning_rate": 0.001},
+    }))
+    return run
+
+
+@pytest.fixture(scope="module")
+def staged(run_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("staged")
+    assert upload.main([str(run_dir), "--repo-id", "org/scopeformer-demo", "--dry-run", "--out", str(out),
+                        "--space", str(ROOT / "spaces" / "scopeformer"), "--space-id", "org/space"]) == 0
+    return out
+
+
+def test_staged_model_folder_holds_the_hub_files(staged):
+    files = {p.name for p in (staged / "model").iterdir()}
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md",
+            "configuration_scopeformer.py", "modeling_scopeformer.py", "image_processing_scopeformer.py"} <= files
+    assert not any(name.endswith((".bin", ".pt", ".pth")) for name in files)
+    auto_map = json.loads((staged / "model" / "config.json").read_text())["auto_map"]
+    assert set(auto_map) >= {"AutoConfig", "AutoModel", "AutoModelForImageClassification", "AutoImageProcessor"}
+
+
+def test_model_card_parses_and_carries_the_metadata(staged):
+    card = ModelCard.load(staged / "model" / "README.md")
+    data = card.data.to_dict()
+    assert data["library_name"] == "transformers"
+    assert data["pipeline_tag"] == "image-classification"
+    assert data["license"] == "apache-2.0"
+    assert {"medical", "ct", "scopeformer"} <= set(data["tags"])
+    assert data["datasets"] == ["synthetic_ct"]
+    assert "roc_auc" in data["metrics"]
+    results = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert results["roc_auc"] == pytest.approx(0.91)
+    assert results["log_loss"] == pytest.approx(0.21)
+    text = card.text
+    for needle in ("2107.04575", "2302.00220", "@inproceedings", "Research use only", "hounsfield",
+                   "trust_remote_code=True", "medical-image-classification", "Trainer(", *LABELS):
+        assert needle in text, needle
+
+
+def test_staged_folder_loads_without_hfmed_with_identical_logits(staged, run_dir, tmp_path):
+    from transformers import AutoModelForImageClassification
+
+    processor = ScopeformerImageProcessor.from_pretrained(run_dir / "model")
+    inputs = processor(get_testdata_file("CT_small.dcm"), return_tensors="pt")
+    save_file(dict(inputs), str(tmp_path / "x.safetensors"))
+    with torch.no_grad():
+        expected = AutoModelForImageClassification.from_pretrained(run_dir / "model").eval()(**inputs).logits
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.modules["hfmed"] = None
+        import torch
+        from safetensors.torch import load_file, save_file
+        from transformers import AutoModelForImageClassification
+        model = AutoModelForImageClassification.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+        with torch.no_grad():
+            save_file({"logits": model(**load_file(sys.argv[2])).logits}, sys.argv[3])
+        """
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    done = subprocess.run([sys.executable, "-c", script, str(staged / "model"), str(tmp_path / "x.safetensors"),
+                           str(tmp_path / "y.safetensors")], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert torch.equal(load_file(str(tmp_path / "y.safetensors"))["logits"], expected)
+
+
+def test_staged_space_points_at_the_model(staged):
+    space = staged / "space"
+    assert (space / "app.py").is_file()
+    assert (space / "model_id.txt").read_text().strip() == "org/scopeformer-demo"
+    meta = yaml.safe_load((space / "README.md").read_text().split("---")[1])
+    assert meta["models"] == ["org/scopeformer-demo"] and meta["sdk"] == "gradio"
+
+
+class CommitRecorder:
+    def __init__(self):
+        self.commits, self.repos = [], []
+
+    def create_repo(self, api, repo_id, **kwargs):
+        self.repos.append((repo_id, kwargs.get("repo_type"), kwargs.get("private")))
+        return f"https://huggingface.co/{repo_id}"
+
+    def create_commit(self, api, repo_id, operations, **kwargs):
+        ops = list(operations)
+        contents = {}
+        for op in ops:
+            assert isinstance(op, CommitOperationAdd)
+            src = op.path_or_fileobj
+            contents[op.path_in_repo] = Path(src).read_bytes() if isinstance(src, (str, Path)) else bytes(src)
+        self.commits.append({"repo_id": repo_id, "files": contents, **kwargs})
+        return type("Info", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/0"})()
+
+
+@pytest.fixture
+def recorder(monkeypatch):
+    rec = CommitRecorder()
+    monkeypatch.setattr(HfApi, "create_repo", lambda api, repo_id, **kw: rec.create_repo(api, repo_id, **kw))
+    monkeypatch.setattr(HfApi, "create_commit",
+                        lambda api, repo_id, operations, **kw: rec.create_commit(api, repo_id, operations, **kw))
+    monkeypatch.setattr(HfApi, "create_branch", lambda *a, **k: pytest.fail("no branch was asked for"))
+    return rec
+
+
+def test_push_makes_one_commit_per_repo_with_the_expected_files_and_no_token(
+    run_dir, recorder, monkeypatch, tmp_path, capsys
+):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    code = upload.main([str(run_dir), "--repo-id", "org/scopeformer-demo", "--private", "--out", str(tmp_path),
+                        "--space", str(ROOT / "spaces" / "scopeformer"), "--space-id", "org/space",
+                        "--commit-message", "first release"])
+    assert code == 0
+    assert recorder.repos == [("org/scopeformer-demo", "model", True), ("org/space", "space", True)]
+    assert [c["repo_id"] for c in recorder.commits] == ["org/scopeformer-demo", "org/space"]
+    model_commit = recorder.commits[0]
+    assert model_commit["commit_message"] == "first release"
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", "modeling_scopeformer.py",
+            "configuration_scopeformer.py", "image_processing_scopeformer.py"} <= set(model_commit["files"])
+    assert {"app.py", "requirements.txt", "README.md", "model_id.txt"} <= set(recorder.commits[1]["files"])
+    for commit in recorder.commits:
+        for name, data in commit["files"].items():
+            assert TOKEN.encode() not in data, name
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes(), path
+    printed = capsys.readouterr()
+    assert TOKEN not in printed.out + printed.err
+
+
+def test_push_without_a_token_stops_before_any_network_call(run_dir, recorder, monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-home"))  # no stored login either
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
+    assert upload.main([str(run_dir), "--repo-id", "org/x"]) == 2
+    assert recorder.repos == [] and recorder.commits == []
+    assert "no Hugging Face token" in capsys.readouterr().err
+
+
+def test_revision_and_pull_request_are_forwarded(run_dir, recorder, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    assert upload.main([str(run_dir), "--repo-id", "org/x", "--create-pr", "--revision", "main"]) == 0
+    assert recorder.commits[0]["create_pr"] is True and recorder.commits[0]["revision"] == "main"
+
+
+def test_bad_arguments_are_clear(tmp_path, capsys):
+    assert upload.main([str(tmp_path), "--repo-id", "org/x", "--dry-run"]) == 2
+    assert "not a training run folder" in capsys.readouterr().err
+    assert upload.main([str(tmp_path), "--repo-id", "org/x", "--space-id", "org/s", "--dry-run"]) == 2
+    assert "--space and --space-id go together" in capsys.readouterr().err
