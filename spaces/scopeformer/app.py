@@ -1,0 +1,463 @@
+"""Gradio Space: Scopeformer intracranial-hemorrhage classification on one head-CT slice.
+
+Research use only, not for diagnosis.
+
+    HFMED_MODEL=runs/scopeformer-efficient-demo/model python spaces/scopeformer/app.py
+
+The model comes from, in order: the env variable `HFMED_MODEL` (a Hub id or a local folder); the file
+`model_id.txt` beside this file (`upload.py --space` writes it when publishing); the local demo run
+`runs/scopeformer-efficient-demo/model` of the hfmed repository. It loads with `trust_remote_code=True`,
+so this file imports nothing from hfmed (the Space runs without it): only the standard library, numpy, PIL,
+torch, transformers, gradio and pydicom.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import html
+import math
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import torch
+from PIL import Image
+
+APP_DIR = Path(__file__).resolve().parent
+EXAMPLES_DIR = APP_DIR / "examples"
+MODEL_ID_FILE = APP_DIR / "model_id.txt"
+_PARENTS = Path(__file__).resolve().parents
+# The repository's demo run; None where app.py does not sit in <repo>/spaces/scopeformer (e.g. on the Hub).
+DEFAULT_MODEL_DIR = _PARENTS[2] / "runs/scopeformer-efficient-demo/model" if len(_PARENTS) > 2 else None
+
+MAX_UPLOAD_MB = 20
+MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024  # gradio's "20mb" is 20 * 1024 * 1024 bytes too
+DEFAULT_THRESHOLD = 0.5
+# Gradio's own cache sweep (frequency, age) in seconds: uploads never sent to `predict`, example copies and
+# result images are removed after 10 minutes, and everything when the server stops.
+DELETE_CACHE = (600, 600)
+EXAMPLE_SUFFIXES = {".dcm", ".png", ".jpg", ".jpeg"}
+CLEARED_TEXT = "Upload a slice and press Classify, or pick an example."
+
+NOTICE = """\
+# Scopeformer: intracranial hemorrhage on one head-CT slice
+
+**Research use only — not for diagnosis.** This demo is not a medical device; its outputs must not be used
+to make or support any clinical decision.
+
+Upload one axial head-CT slice: a DICOM file (`.dcm`, or a DICOM file without extension) in Hounsfield units,
+or a PNG/JPEG that is already windowed (brain / subdural / bone windows as the red / green / blue channels).
+The slice is shown in the three Hounsfield windows the model sees, with the probability of each of the six
+RSNA 2019 labels. Uploaded files are deleted from the server once the answer is sent.
+"""
+
+
+class ModelNotFoundError(RuntimeError):
+    """No model to serve; the message says how to point the app at one."""
+
+
+# --- model -----------------------------------------------------------------------------------------------
+
+
+def resolve_model_source() -> str:
+    """The Hub id or local folder to serve: `HFMED_MODEL`, else `model_id.txt`, else the repo's demo run."""
+    source = os.environ.get("HFMED_MODEL", "").strip()
+    if source:
+        local = Path(source).expanduser()
+        return str(local) if local.exists() else source
+    if MODEL_ID_FILE.is_file():
+        source = MODEL_ID_FILE.read_text().strip()
+        if source:
+            return source
+    if DEFAULT_MODEL_DIR is not None and (DEFAULT_MODEL_DIR / "config.json").is_file():
+        return str(DEFAULT_MODEL_DIR)
+    raise ModelNotFoundError(
+        "no model to serve: run `make demo` in the hfmed repository (it writes "
+        "runs/scopeformer-efficient-demo/model), or set HFMED_MODEL to a Hub id or a local model folder, "
+        "e.g. `HFMED_MODEL=org/scopeformer-efficient python app.py` (or write the id into model_id.txt "
+        "beside app.py)"
+    )
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+@functools.cache
+def _load_config(source: str):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source, trust_remote_code=True)
+    except Exception as err:
+        raise ModelNotFoundError(
+            f"could not load the model config from {source!r}: {_one_line(err)}; set HFMED_MODEL to a Hub id "
+            "or a local folder holding config.json"
+        ) from err
+
+
+@functools.cache
+def _load(source: str):
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    try:
+        model = AutoModelForImageClassification.from_pretrained(source, trust_remote_code=True).eval()
+        processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=True)
+    except Exception as err:
+        raise ModelNotFoundError(
+            f"could not load the model from {source!r}: {_one_line(err)}; set HFMED_MODEL to a Hub id or a "
+            "local folder written by hfmed.hub.save_for_hub"
+        ) from err
+    return model, processor
+
+
+def load_config():
+    """The served model's config (cheap: no weights), cached per source."""
+    return _load_config(resolve_model_source())
+
+
+def load_model():
+    """`(model, processor)` of the served model, loaded on first use and cached per source."""
+    return _load(resolve_model_source())
+
+
+def label_names(config) -> list[str]:
+    return [config.id2label[i] for i in range(config.num_labels)]
+
+
+def label_thresholds(config) -> dict[str, float] | None:
+    """Per-label thresholds chosen on validation (`config.label_thresholds`), or None."""
+    thresholds = getattr(config, "label_thresholds", None)
+    if not thresholds or len(thresholds) != config.num_labels:
+        return None
+    return {name: float(t) for name, t in zip(label_names(config), thresholds, strict=True)}
+
+
+def default_threshold(config) -> float:
+    """The slider's start value: the validation threshold of `any` when the config has one, else 0.5."""
+    thresholds = label_thresholds(config) or {}
+    return thresholds.get("any", DEFAULT_THRESHOLD)
+
+
+# --- files -----------------------------------------------------------------------------------------------
+
+
+def upload_dir() -> Path:
+    """Where gradio stores uploads (and its cache): `GRADIO_TEMP_DIR`, else `<tmp>/gradio`."""
+    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
+
+
+def ct_small_path() -> Path | None:
+    """pydicom's real CT slice `CT_small.dcm` (shipped inside pydicom), or None."""
+    try:
+        from pydicom.data import get_testdata_file
+
+        path = get_testdata_file("CT_small.dcm")
+    except Exception:
+        return None
+    return Path(path) if path else None
+
+
+def example_files() -> list[Path]:
+    """The bundled synthetic examples, then pydicom's CT_small.dcm."""
+    files = []
+    if EXAMPLES_DIR.is_dir():
+        files = [p for p in EXAMPLES_DIR.iterdir() if p.is_file() and p.suffix.lower() in EXAMPLE_SUFFIXES]
+        files.sort(key=lambda p: (p.suffix.lower() != ".dcm", p.name))  # DICOM first
+    ct_small = ct_small_path()
+    return files + ([ct_small] if ct_small is not None else [])
+
+
+def example_label(path: Path) -> str:
+    """`synthetic_epidural_intraparenchymal.dcm` -> `synthetic DICOM: epidural + intraparenchymal`."""
+    stem, kind = path.stem, "PNG (windowed)" if path.suffix.lower() == ".png" else "DICOM"
+    if stem.startswith("synthetic_"):
+        return f"synthetic {kind}: {stem[len('synthetic_'):].replace('_', ' + ')}"
+    if stem == "CT_small":
+        return "real CT (pydicom's CT_small.dcm, no known label)"
+    return path.name
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@functools.cache
+def _example_fingerprints() -> frozenset[tuple[int, str]]:
+    return frozenset((p.stat().st_size, _sha256(p)) for p in example_files())
+
+
+def _is_example_copy(path: Path) -> bool:
+    # Gradio serves a clicked example from a copy in its cache (the upload dir); deleting that copy would
+    # break the next click on the same example, so copies of bundled examples are kept.
+    try:
+        size = path.stat().st_size
+        fingerprints = _example_fingerprints()
+        return any(size == known for known, _ in fingerprints) and (size, _sha256(path)) in fingerprints
+    except OSError:
+        return False
+
+
+def discard_upload(path: str | os.PathLike) -> bool:
+    """Deletes `path` if it is a user upload in gradio's upload dir; returns whether it was deleted.
+
+    Never touches files elsewhere (bundled examples, files given to `predict` directly) nor gradio's copies
+    of the bundled examples.
+    """
+    try:
+        resolved = Path(path).resolve()
+        root = upload_dir()
+    except (OSError, RuntimeError):
+        return False
+    if resolved == root or not resolved.is_relative_to(root) or not resolved.is_file():
+        return False
+    if _is_example_copy(resolved):
+        return False
+    try:
+        resolved.unlink()
+    except OSError:
+        return False
+    if resolved.parent != root:
+        try:  # gradio puts each upload in its own <hash>/ folder
+            resolved.parent.rmdir()
+        except OSError:
+            pass
+    return True
+
+
+# --- prediction ------------------------------------------------------------------------------------------
+
+
+def _format_pair(value: float, threshold: float) -> tuple[str, str]:
+    """Formats both with the fewest decimals (>= 2) that keep them apart, so the shown sign agrees."""
+    for digits in range(2, 10):
+        a, b = f"{value:.{digits}f}", f"{threshold:.{digits}f}"
+        if a != b:
+            return a, b
+    return repr(value), repr(threshold)
+
+
+def hemorrhage_call(probabilities: dict[str, float], threshold: float,
+                    thresholds: dict[str, float] | None = None) -> str:
+    """The Markdown call: `any` against `threshold`; with validation thresholds, the subtypes above theirs."""
+    key = "any" if "any" in probabilities else max(probabilities, key=probabilities.get)
+    p = probabilities[key]
+    shown_p, shown_t = _format_pair(p, threshold)
+    if p >= threshold:
+        lines = [f"**Hemorrhage suspected** ({key} = {shown_p} >= {shown_t})"]
+    else:
+        lines = [f"**No hemorrhage call** ({key} = {shown_p} < {shown_t})"]
+    if thresholds:
+        above = [
+            "{} ({} >= {})".format(name, *_format_pair(probabilities[name], t))
+            for name, t in thresholds.items()
+            if name != key and name in probabilities and probabilities[name] >= t
+        ]
+        lines.append("Labels at or above their validation thresholds: " + (", ".join(above) or "none"))
+    return "\n\n".join(lines)
+
+
+def _error(message: str, path: Path) -> gr.Error:
+    # One line, the server path replaced by the file name, and no HTML (gr.Error renders HTML).
+    text = _one_line(message).replace(str(path), path.name)
+    return gr.Error(html.escape(text, quote=False), print_exception=False)
+
+
+def _window_images(windows: np.ndarray, processor) -> list[tuple[Image.Image, str]]:
+    images = []
+    names = list(getattr(processor, "window_names", None) or [])
+    levels = list(getattr(processor, "windows", None) or [])
+    for index, channel in enumerate(windows):
+        pixels = np.rint(np.clip(channel, 0.0, 1.0) * 255.0).astype(np.uint8)
+        name = names[index] if index < len(names) else f"window {index}"
+        if index < len(levels):
+            level, width = levels[index]
+            name = f"{name} (L {level:g} / W {width:g})"
+        images.append((Image.fromarray(pixels), name))
+    return images
+
+
+def predict(file_path: str | os.PathLike | None, threshold: float | None = None):
+    """Classifies one CT slice.
+
+    Args:
+        file_path: a DICOM (CT, in HU), PNG or JPEG file (already windowed: brain / subdural / bone as
+            R / G / B).
+        threshold: the probability of `any` at or above which hemorrhage is called (default: the model's
+            validation threshold for `any`, else 0.5).
+
+    Returns:
+        `(windows, probabilities, call)`: the slice in each Hounsfield window as `(image, caption)` pairs, the
+        probability of every label, and the hemorrhage call as Markdown.
+    """
+    if file_path is None or not str(file_path).strip():
+        raise gr.Error(
+            "No file: upload one CT slice (DICOM, PNG or JPEG) or pick an example", print_exception=False
+        )
+    path = Path(os.fspath(file_path))
+    try:
+        return _predict(path, threshold)
+    finally:
+        discard_upload(path)
+
+
+def _predict(path: Path, threshold: float | None):
+    if not path.is_file():
+        raise _error(
+            f"{path.name} is no longer on the server (uploads are deleted after each answer): "
+            "upload it again",
+            path,
+        )
+    size = path.stat().st_size
+    if size > MAX_UPLOAD_BYTES:
+        raise _error(
+            f"{path.name} is {size / 2**20:.1f} MB, over the {MAX_UPLOAD_MB} MB limit: upload one CT slice "
+            "(a single-frame DICOM is usually under 1 MB)",
+            path,
+        )
+    try:
+        model, processor = load_model()
+    except ModelNotFoundError as err:
+        raise gr.Error(html.escape(_one_line(err), quote=False)) from err
+    config = model.config
+    if threshold is None:
+        threshold = default_threshold(config)
+    try:
+        threshold = float(threshold)
+    except (TypeError, ValueError) as err:
+        raise _error(f"threshold must be a number in [0, 1], got {threshold!r}", path) from err
+    if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+        raise _error(f"threshold must be a number in [0, 1], got {threshold!r}", path)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            windows = processor.window(str(path))[0]
+            inputs = processor(str(path), return_tensors="pt")
+        except Exception as err:  # not DICOM, no pixels, wrong modality, NaN, too large, ...
+            raise _error(str(err), path) from err
+    notes = list(dict.fromkeys(_one_line(w.message) for w in caught if issubclass(w.category, UserWarning)))
+
+    try:
+        with torch.inference_mode():
+            logits = model(pixel_values=inputs["pixel_values"].to(model.dtype)).logits[0]
+    except Exception as err:
+        raise _error(f"the model failed on {path.name}: {err}", path) from err
+    probabilities = torch.sigmoid(logits.float()).tolist()
+    labels = {name: float(p) for name, p in zip(label_names(config), probabilities, strict=True)}
+
+    call = hemorrhage_call(labels, threshold, label_thresholds(config))
+    for note in notes:
+        call += f"\n\nNote: {html.escape(note.replace(str(path), path.name), quote=False)}"
+    call += "\n\n_Research use only, not for diagnosis._"
+    return _window_images(windows, processor), labels, call
+
+
+# --- UI --------------------------------------------------------------------------------------------------
+
+
+def _model_markdown(source: str, config) -> str:
+    shown = Path(source).name if Path(source).exists() else source  # never show server paths
+    lines = [f"Model: `{shown}` ({config.num_labels} labels: {', '.join(label_names(config))})."]
+    thresholds = label_thresholds(config)
+    if thresholds:
+        rows = " | ".join(f"{name} {t:.2f}" for name, t in thresholds.items())
+        lines.append(
+            f"Validation thresholds (per label, chosen on the validation split): {rows}. "
+            "The slider starts at the threshold of `any`."
+        )
+    else:
+        lines.append("The model has no validation thresholds: the slider starts at 0.5.")
+    return "\n\n".join(lines)
+
+
+def _cleared():
+    return [], {}, CLEARED_TEXT
+
+
+def build_demo() -> gr.Blocks:
+    source = resolve_model_source()
+    config = _load_config(source)
+    labels = label_names(config)
+    examples = example_files()
+
+    with gr.Blocks(
+        title="Scopeformer: intracranial hemorrhage (research use only)",
+        analytics_enabled=False,
+        delete_cache=DELETE_CACHE,
+    ) as demo:
+        gr.Markdown(NOTICE)
+        with gr.Row():
+            with gr.Column(scale=1):
+                file_input = gr.File(
+                    label="CT slice: DICOM (.dcm or no extension), PNG or JPEG",
+                    file_count="single",
+                    # "file" lets DICOM files without an extension (or named by UID, "1.2.840...23") through;
+                    # predict checks the content, whatever the name.
+                    file_types=[*sorted(EXAMPLE_SUFFIXES), "file"],
+                    type="filepath",
+                )
+                threshold = gr.Slider(
+                    minimum=0.0,
+                    maximum=1.0,
+                    value=default_threshold(config),
+                    step=0.01,
+                    label="Hemorrhage threshold (probability of 'any')",
+                    info="'Hemorrhage suspected' when P(any) >= this value",
+                )
+                run = gr.Button("Classify", variant="primary")
+                gr.Markdown(_model_markdown(source, config))
+            with gr.Column(scale=2):
+                windows = gr.Gallery(
+                    label="Hounsfield windows (what the model sees)",
+                    columns=3,
+                    rows=1,
+                    height=300,
+                    object_fit="contain",
+                    format="png",
+                    interactive=False,
+                )
+                call = gr.Markdown(label="Hemorrhage call", value=CLEARED_TEXT)
+                # No heading: the labels are independent (multi-label), there is no single "top class".
+                probabilities = gr.Label(
+                    label="Per-label probabilities", num_top_classes=len(labels), show_heading=False
+                )
+        # Registered before gr.Examples: its run-on-click event would otherwise take the name "predict".
+        outputs = [windows, probabilities, call]
+        run.click(predict, inputs=[file_input, threshold], outputs=outputs, api_name="predict")
+        # A new or removed upload clears the previous answer, so it is never read as the new file's.
+        for event in (file_input.upload, file_input.clear):
+            event(_cleared, outputs=outputs, queue=False, api_visibility="private")
+        gr.Examples(
+            examples=[[str(path)] for path in examples],
+            inputs=[file_input, threshold],
+            outputs=outputs,
+            fn=predict,
+            run_on_click=True,
+            cache_examples=False,
+            example_labels=[example_label(path) for path in examples],
+            label="Examples (synthetic slices with known labels, and a real CT slice)",
+        )
+    return demo
+
+
+demo = build_demo()
+
+
+if __name__ == "__main__":
+    load_model()  # fail at start, with the message, rather than on the first request
+    demo.launch(
+        server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        max_file_size=f"{MAX_UPLOAD_MB}mb",
+        run_history=False,  # never keep inputs or outputs in the browser's run history
+        enable_monitoring=False,
+    )
