@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+RETRAIN ?=
 demo: $(STAMP)
-	$(PY) -m hfmed.cli demo
+	$(PY) -m hfmed.cli demo $(if $(RETRAIN),--retrain,)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -17,7 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-SPACE_SKIP = {"__pycache__", ".gradio", "flagged"}
+# make_examples.py imports hfmed to draw the bundled examples; the Space itself never runs it.
+SPACE_SKIP = {"__pycache__", ".gradio", "flagged", "make_examples.py"}
 
 
 class UploadError(RuntimeError):
@@ -60,7 +61,7 @@ def stage_space(space_dir: Path, model_repo_id: str | None, out: Path) -> Path:
 
             meta = yaml.safe_load(head) or {}
             meta["models"] = [model_repo_id]
-            readme.write_text("---\n" + yaml.safe_dump(meta, sort_keys=False) + "---" + body)
+            readme.write_text("---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---" + body)
     return out
 
 

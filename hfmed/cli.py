@@ -1,30 +1,84 @@
-"""`hfmed` command line: `hfmed demo`, `hfmed train RECIPE [key=value ...] [--resume latest]`."""
+"""`hfmed` command line.
+
+    hfmed demo                    train the demo recipe, stage its Hub folder, serve its Space (make demo)
+    hfmed train RECIPE [k=v ...]  train from a YAML recipe (also: accelerate launch -m hfmed.train ...)
+"""
 
 import argparse
+import json
+import os
+import subprocess
 import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_RECIPE = REPO / "configs" / "scopeformer-efficient-demo.yaml"
+DEMO_SPACE = REPO / "spaces" / "scopeformer"
 
 
 def _demo(args) -> int:
-    import torch
+    from .recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    run_dir = Path(recipe.training.output_dir)
+    if not run_dir.is_absolute():
+        run_dir = REPO / run_dir
+        recipe.training.output_dir = str(run_dir)
+    if args.retrain or not (run_dir / "metrics.json").is_file():
+        from .train import train
+
+        print(f"[1/4] training {recipe.name} on {recipe.data.builder} (progress bar below)")
+        train(recipe)
+    else:
+        print(f"[1/4] reusing the finished run in {run_dir} (make demo RETRAIN=1 trains again)")
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    best = metrics["best"]
+    print(f"[2/4] best epoch {best['epoch']} of {len(metrics['history'])}, validation:")
+    for key in ("mean_auroc", "weighted_log_loss", "mean_accuracy"):
+        if key in best["metrics"]:
+            print(f"        {key:<18} {best['metrics'][key]:.4f}")
+    for label, point in metrics["thresholds"]["operating_points"].items():
+        sens, spec = point.get("sensitivity"), point.get("specificity")
+        shown = "n/a" if sens is None or spec is None else f"sensitivity {sens:.2f}, specificity {spec:.2f}"
+        print(f"        {label:<18} threshold {point['threshold']:.3f}  {shown}")
+
+    hub_dir = run_dir / "hub"
+    print(f"[3/4] staging the Hub folders with upload.py --dry-run into {hub_dir}")
+    staged = subprocess.run(
+        [sys.executable, str(REPO / "upload.py"), str(run_dir), "--repo-id", recipe.hub.repo_id,
+         "--space", str(DEMO_SPACE), "--space-id", f"{recipe.hub.repo_id}-space", "--dry-run", "--out", str(hub_dir)],
+        check=False,
+    )
+    if staged.returncode:
+        return staged.returncode
+    _print_example_prediction(run_dir / "model")
+    print("\nwhere everything is:")
+    for name, path in [("run folder", run_dir), ("model (HF format)", run_dir / "model"),
+                       ("metrics", run_dir / "metrics.json"), ("plots", run_dir / "plots"),
+                       ("staged model repo", hub_dir / "model"), ("staged Space", hub_dir / "space")]:
+        print(f"  {name:<18} {path}")
+    if args.no_serve:
+        return 0
+    port = os.environ.get("GRADIO_SERVER_PORT", "7860")
+    print(f"[4/4] serving the Space at http://127.0.0.1:{port}/  (Ctrl-C stops it)")
+    env = {**os.environ, "HFMED_MODEL": str(run_dir / "model"), "GRADIO_SERVER_NAME": "127.0.0.1",
+           "GRADIO_SERVER_PORT": port, "GRADIO_ANALYTICS_ENABLED": "False"}
+    try:
+        return subprocess.run([sys.executable, str(DEMO_SPACE / "app.py")], env=env, check=False).returncode
+    except KeyboardInterrupt:
+        return 0
+
+
+def _print_example_prediction(model_dir: Path) -> None:
     from pydicom.data import get_testdata_file
 
-    from . import ScopeformerForImageClassification, ScopeformerImageProcessor, scopeformer_config
+    from .pipelines import classify
 
-    path = args.dicom or get_testdata_file("CT_small.dcm")
-    torch.manual_seed(args.seed)
-    config = scopeformer_config(args.preset)
-    model = ScopeformerForImageClassification(config).eval()
-    processor = ScopeformerImageProcessor(size={"height": config.image_size, "width": config.image_size})
-    inputs = processor(path, return_tensors="pt")
-    with torch.no_grad():
-        probabilities = model(**inputs).logits.sigmoid()[0]
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(f"input: {path}")
-    print(f"model: {args.preset} (random init, seed {args.seed}; {trainable / 1e6:.2f} M trainable parameters)")
-    print("NOTE: random weights, so these numbers mean nothing clinically; research use only.")
-    for label, p in zip(config.id2label.values(), probabilities.tolist(), strict=True):
-        print(f"  {label:<18} {p:.3f}")
-    return 0
+    path = get_testdata_file("CT_small.dcm")
+    print(f"trained model on pydicom's real CT slice ({Path(path).name}); research use only:")
+    for row in classify(path, str(model_dir)):
+        print(f"  {row['label']:<18} {row['score']:.3f}")
 
 
 def main(argv=None) -> int:
@@ -33,12 +87,14 @@ def main(argv=None) -> int:
         from .train import main as train_main
 
         return train_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="hfmed", description=__doc__)
+    parser = argparse.ArgumentParser(prog="hfmed", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run a Scopeformer on a real CT slice and print per-label probabilities")
-    demo.add_argument("--preset", default="scopeformer-efficient")
-    demo.add_argument("--dicom", default=None, help="a CT DICOM file (default: pydicom's CT_small.dcm)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo = sub.add_parser("demo", help="train the demo recipe, stage its Hub folder and serve its Space")
+    demo.add_argument("recipe", nargs="?", default=str(DEMO_RECIPE))
+    demo.add_argument("overrides", nargs="*", help="dotted recipe overrides, e.g. training.epochs=2")
+    demo.add_argument("--retrain", action="store_true", help="train again even if the run exists")
+    demo.add_argument("--no-serve", action="store_true", help="stop after staging (no Space server)")
     demo.set_defaults(func=_demo)
     sub.add_parser("train", help="train from a YAML recipe (see `hfmed train --help`)")
     args = parser.parse_args(argv)
