@@ -167,7 +167,8 @@ def train(recipe: Recipe, resume=None, stop_after_steps: int | None = None, call
     if training.gradient_checkpointing:
         model.activation_checkpointing_enable()
 
-    train_set = data["train"].with_transform(make_transform(processor, recipe.data.augment, train=True))
+    train_transform = make_transform(processor, recipe.data.augment, train=True, seed=training.seed)
+    train_set = data["train"].with_transform(train_transform)
     eval_set = data["validation"].with_transform(make_transform(processor, train=False))
     sampler = balanced_sampler(data["train"], label_names, seed=training.seed) if recipe.data.balanced_sampler else None
     train_loader = DataLoader(
@@ -239,6 +240,7 @@ def train(recipe: Recipe, resume=None, stop_after_steps: int | None = None, call
     model.train()
     finished = False
     for epoch in range(state["epoch"], epochs):
+        train_transform.set_epoch(epoch)
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch)
         loader = train_loader

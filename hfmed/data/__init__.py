@@ -1,0 +1,69 @@
+"""Datasets for training: builders returning `datasets.DatasetDict`s of file paths and labels.
+
+    from hfmed.data import build_dataset
+    data = build_dataset("synthetic_ct", num_patients=60, slices_per_patient=8)   # or "rsna_ich", ...
+
+Every builder returns `train` and `validation` splits (and `test` when asked for) with the columns `path`
+(absolute file path; the `hub` builder has an `image` column instead), `labels` (float32, one value per
+label in the builder's `label_names` order, default `RSNA_LABELS`) and `patient_id` (str). Pixels are never
+stored: `hfmed.data.transforms.make_transform` decodes them lazily, in DataLoader workers.
+
+Not imported by `import hfmed` (it needs the `train` extra: datasets, pandas).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+from datasets import DatasetDict
+
+from .folder import load_image_csv
+from .hub import load_hub_dataset
+from .rsna import load_rsna_ich, patient_split
+from .synthetic_ct import ensure_synthetic_rsna, load_synthetic_ct, synthetic_ct_slice, write_synthetic_rsna
+from .transforms import balanced_sampler, collate, make_transform, pos_weight_from_data
+
+BUILDERS: dict[str, Callable[..., DatasetDict]] = {
+    "synthetic_ct": load_synthetic_ct,
+    "rsna_ich": load_rsna_ich,
+    "image_csv": load_image_csv,
+    "hub": load_hub_dataset,
+}
+
+
+def build_dataset(builder: str, **kwargs) -> DatasetDict:
+    """Calls the builder named `builder` (a key of `BUILDERS`) with `kwargs` (e.g. a recipe's `data.args`).
+
+    Raises:
+        ValueError: unknown builder name (the message lists the known ones).
+        TypeError: an argument the builder does not take, or a required one missing (the message lists the
+            builder's parameters).
+    """
+    if builder not in BUILDERS:
+        raise ValueError(f"unknown dataset builder {builder!r}: choose one of {sorted(BUILDERS)}")
+    function = BUILDERS[builder]
+    signature = inspect.signature(function)
+    try:
+        signature.bind(**kwargs)
+    except TypeError as err:
+        raise TypeError(f"dataset builder {builder!r}: {err}; its parameters are {signature}") from None
+    return function(**kwargs)
+
+
+__all__ = [
+    "BUILDERS",
+    "balanced_sampler",
+    "build_dataset",
+    "collate",
+    "ensure_synthetic_rsna",
+    "load_hub_dataset",
+    "load_image_csv",
+    "load_rsna_ich",
+    "load_synthetic_ct",
+    "make_transform",
+    "patient_split",
+    "pos_weight_from_data",
+    "synthetic_ct_slice",
+    "write_synthetic_rsna",
+]
