@@ -7,7 +7,7 @@
 
 Each repo is staged as a complete folder (config.json with auto_map, model.safetensors,
 preprocessor_config.json, the family's source files, README.md model card), then pushed with ONE
-`HfApi.upload_folder` commit. The token comes from `huggingface-cli login` or `HF_TOKEN`; it is never
+`HfApi.create_commit`. The token comes from `huggingface-cli login` or `HF_TOKEN`; it is never
 printed, logged or written anywhere.
 """
 
@@ -77,20 +77,35 @@ def resolve_token() -> str:
     return token
 
 
+def folder_operations(folder: Path) -> list:
+    """One `CommitOperationAdd` per file of a staged folder (paths relative to it, POSIX separators)."""
+    from huggingface_hub import CommitOperationAdd
+
+    return [
+        CommitOperationAdd(path_in_repo=path.relative_to(folder).as_posix(), path_or_fileobj=str(path))
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not SPACE_SKIP.intersection(path.relative_to(folder).parts)
+    ]
+
+
 def push(folder: Path, repo_id: str, token: str, repo_type: str = "model", private: bool = False,
          revision: str | None = None, create_pr: bool = False, commit_message: str | None = None,
          space_sdk: str | None = None):
-    """Create the repo if missing, then push the whole folder as one commit."""
+    """Create the repo if missing, then push the whole folder as exactly one commit.
+
+    `create_commit` with every file, rather than `upload_folder`, whose streamed pipeline may split a
+    large folder into several commits: a published model must never exist half-uploaded.
+    """
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
     api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, space_sdk=space_sdk)
     if revision and not create_pr:
         api.create_branch(repo_id, repo_type=repo_type, branch=revision, exist_ok=True)
-    return api.upload_folder(
+    return api.create_commit(
         repo_id=repo_id,
         repo_type=repo_type,
-        folder_path=str(folder),
+        operations=folder_operations(folder),
         revision=revision,
         create_pr=create_pr,
         commit_message=commit_message or f"Upload {repo_type} with hfmed",
