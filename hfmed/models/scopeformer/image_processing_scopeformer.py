@@ -358,7 +358,7 @@ class ScopeformerImageProcessor(TorchvisionBackend):
             "modality": "CT",
             "format": "hounsfield",
             "source": "one axial head-CT slice (DICOM: pixel * RescaleSlope + RescaleIntercept)",
-            "windows": {name: {"level": w[0], "width": w[1]} for name, w in zip(self.window_names, self.windows)},
+            "windows": {n: {"level": w[0], "width": w[1]} for n, w in zip(self.window_names, self.windows, strict=True)},
             "channel_def": dict(enumerate(self.window_names)),
             "spatial_shape": [self.size.height, self.size.width],
             "value_range": [0.0, 1.0],
