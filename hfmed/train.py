@@ -156,6 +156,10 @@ def train(recipe: Recipe, resume=None, stop_after_steps: int | None = None, call
         cpu=not torch.cuda.is_available(),
     )
     set_seed(training.seed)
+    accelerator.print(
+        f"{accelerator.distributed_type.value} on {accelerator.num_processes} process(es), "
+        f"device {accelerator.device}, mixed precision {accelerator.mixed_precision}"
+    )
     resume_dir = _resolve_resume(resume, output_dir)
 
     data = build_dataset(recipe.data.builder, **recipe.data.args)
@@ -336,6 +340,7 @@ def train(recipe: Recipe, resume=None, stop_after_steps: int | None = None, call
             "steps": state["step"],
             "wall_time_s": round(time.time() - started, 1),
             "num_processes": accelerator.num_processes,
+            "distributed_type": accelerator.distributed_type.value,
         }
         (output_dir / "metrics.json").write_text(json.dumps(_json_safe(report), indent=2, allow_nan=False) + "\n")
         plots = output_dir / "plots"
