@@ -1,6 +1,7 @@
 """Model cards for hfmed runs: Hub metadata, the method, intended use, input contract, results, usage.
 
-The card is built from three sources only: the family's paper facts (`PAPERS`), the trained folder
+The card is built from three sources only: the family's facts (`FAMILY_CARDS`: papers, tags, an example
+input), the trained folder
 (config + image processor, whose `input_contract()` speaks MONAI's metadata vocabulary) and the run's
 `metrics.json` / `recipe.yaml`.
 """
@@ -19,6 +20,17 @@ class Paper:
     arxiv: str
     bibtex: str
     summary: str
+
+
+@dataclass(frozen=True)
+class FamilyCard:
+    papers: list
+    tags: list
+    """Hub tags beyond hfmed / family / medical (modality, anatomy, task)."""
+    example_input: str
+    """A file name the usage snippets classify."""
+    example_dataset: str
+    """`build_dataset` call arguments shown in the Trainer snippet."""
 
 
 PAPERS = {
@@ -62,6 +74,15 @@ PAPERS = {
     ],
 }
 
+FAMILY_CARDS = {
+    "scopeformer": FamilyCard(
+        papers=PAPERS["scopeformer"],
+        tags=["ct", "head-ct", "intracranial-hemorrhage", "dicom"],
+        example_input="slice.dcm",
+        example_dataset='"rsna_ich", root="data/rsna-ich"',
+    ),
+}
+
 TASK_METRICS = {
     "multi_label_classification": [
         ("mean_auroc", "roc_auc", "mean AUROC"),
@@ -76,8 +97,7 @@ def _results(metrics: dict) -> dict:
     return best.get("metrics") or {}
 
 
-def card_data(config, processor, metrics: dict | None, recipe: dict | None, repo_id: str, license: str):
-    contract = processor.input_contract()
+def card_data(config, metrics: dict | None, recipe: dict | None, repo_id: str, license: str):
     results = _results(metrics)
     dataset_name = ((recipe or {}).get("data") or {}).get("builder", "unknown")
     eval_results = [
@@ -93,12 +113,13 @@ def card_data(config, processor, metrics: dict | None, recipe: dict | None, repo
         for key, metric_type, name in TASK_METRICS.get(config.problem_type, [])
         if key in results and results[key] is not None
     ]
-    papers = PAPERS.get(config.model_type, [])
+    family = FAMILY_CARDS[config.model_type]
+    papers = family.papers
     return ModelCardData(
         library_name="transformers",
         pipeline_tag="image-classification",
         license=license,
-        tags=["hfmed", config.model_type, "medical", "medical-imaging", contract["modality"].lower(),
+        tags=["hfmed", config.model_type, "medical", "medical-imaging", *family.tags,
               "multi-label-classification", "custom_code"],
         datasets=[dataset_name],
         metrics=[metric_type for key, metric_type, _ in TASK_METRICS.get(config.problem_type, [])],
@@ -116,7 +137,7 @@ USAGE = '''\
 import hfmed  # registers the family with the Auto classes
 from hfmed.pipelines import classify
 
-classify("slice.dcm", "{repo_id}")  # every label with its probability
+classify("{example}", "{repo_id}")  # every label with its probability
 ```
 
 ### Without hfmed (transformers + timm only)
@@ -127,20 +148,20 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 model = AutoModelForImageClassification.from_pretrained("{repo_id}", trust_remote_code=True).eval()
 processor = AutoImageProcessor.from_pretrained("{repo_id}", trust_remote_code=True)
-inputs = processor("slice.dcm", return_tensors="pt")  # DICOM path, bytes, pydicom.Dataset or HU array
+inputs = processor("{example}", return_tensors="pt")  # a path, bytes, a pydicom.Dataset or an array
 with torch.no_grad():
     probabilities = model(**inputs).logits.sigmoid()[0]
 print(dict(zip(model.config.id2label.values(), probabilities.tolist())))
 ```
 
-### A pipeline on a DICOM file
+### A pipeline on a medical file (DICOM and more)
 
 ```python
 from transformers import pipeline
 import hfmed  # adds the "medical-image-classification" task, which reads DICOM
 
 pipe = pipeline("medical-image-classification", model="{repo_id}")
-pipe("slice.dcm")
+pipe("{example}")
 ```
 
 ### Fine-tuning with `Trainer`
@@ -153,7 +174,7 @@ from hfmed.metrics import make_compute_metrics
 
 model = AutoModelForImageClassification.from_pretrained("{repo_id}", trust_remote_code=True)
 processor = AutoImageProcessor.from_pretrained("{repo_id}", trust_remote_code=True)
-data = build_dataset("rsna_ich", root="data/rsna-ich")
+data = build_dataset({dataset})
 trainer = Trainer(
     model=model,
     args=TrainingArguments("out", eval_strategy="epoch", remove_unused_columns=False),
@@ -189,9 +210,10 @@ def _results_table(metrics: dict | None) -> str:
 
 def build_model_card(config, processor, repo_id: str, metrics: dict | None = None, recipe: dict | None = None,
                      license: str = "apache-2.0") -> ModelCard:
-    data = card_data(config, processor, metrics, recipe, repo_id, license)
+    data = card_data(config, metrics, recipe, repo_id, license)
     contract = processor.input_contract()
-    papers = PAPERS.get(config.model_type, [])
+    family = FAMILY_CARDS[config.model_type]
+    papers = family.papers
     labels = [config.id2label[i] for i in range(config.num_labels)]
     method = "\n".join(f"- **{p.title}** ([arXiv {p.arxiv}](https://arxiv.org/abs/{p.arxiv})): {p.summary}"
                        for p in papers)
@@ -243,7 +265,7 @@ Out of scope: diagnosis, triage, screening, or any use on patients.
 
 ## Usage
 
-{USAGE.format(repo_id=repo_id)}
+{USAGE.format(repo_id=repo_id, example=family.example_input, dataset=family.example_dataset)}
 
 ## Citation
 
@@ -266,4 +288,4 @@ def build_model_card_for_run(run_dir, repo_id: str, license: str = "apache-2.0")
     return build_model_card(config, processor, repo_id, metrics, recipe, license)
 
 
-__all__ = ["PAPERS", "Paper", "build_model_card", "build_model_card_for_run"]
+__all__ = ["FAMILY_CARDS", "FamilyCard", "PAPERS", "Paper", "build_model_card", "build_model_card_for_run"]

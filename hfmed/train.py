@@ -294,7 +294,10 @@ def train(recipe: Recipe, resume=None, stop_after_steps: int | None = None, call
 
         eval_loss, probabilities, labels = evaluate_model(model, eval_loader, accelerator)
         metrics = classification_metrics(
-            probabilities, labels, label_names, label_weights=accelerator.unwrap_model(model).config.loss_label_weights
+            probabilities,
+            labels,
+            label_names,
+            label_weights=getattr(accelerator.unwrap_model(model).config, "loss_label_weights", None),
         )
         record = {"epoch": epoch + 1, "step": state["step"], "train_loss": state["running_loss"] / max(state["seen"], 1)}
         record.update({"eval_loss": eval_loss}, **{f"eval_{k}": v for k, v in metrics.items()})
