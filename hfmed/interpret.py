@@ -1,0 +1,45 @@
+"""Checks that a model's label attention looks where each finding is.
+
+For models that return `label_attentions` (batch, labels, grid_h, grid_w) when called with
+`output_label_attentions=True` (LT-ViT), `attention_peak_hits` counts, per label, the positive validation
+images whose attention peak falls inside that label's known region (the synthetic twins draw each finding
+in a fixed box).
+"""
+
+import torch
+from torch.utils.data import DataLoader
+
+
+def peak_in_box(attention: torch.Tensor, box) -> bool:
+    """Whether the hottest cell's centre of a (grid_h, grid_w) map lies in `box` = (y0, x0, y1, x1) fractions."""
+    grid_h, grid_w = attention.shape
+    index = int(torch.argmax(attention))
+    y = (index // grid_w + 0.5) / grid_h
+    x = (index % grid_w + 0.5) / grid_w
+    y0, x0, y1, x1 = box
+    return y0 <= y <= y1 and x0 <= x <= x1
+
+
+def attention_peak_hits(model, dataset, regions: dict, batch_size: int = 32, collate_fn=None) -> dict:
+    """Per label: `{"hits": h, "positives": n, "fraction": h / n}` over the images positive for it.
+
+    `dataset` yields `pixel_values` and `labels` (a `with_transform` split); `regions` maps label names to
+    (y0, x0, y1, x1) boxes in image fractions. Labels without a region are skipped.
+    """
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    counts = {name: {"hits": 0, "positives": 0} for name in names if name in regions}
+    model.eval()
+    with torch.no_grad():
+        for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate_fn):
+            maps = model(pixel_values=batch["pixel_values"], output_label_attentions=True).label_attentions
+            for image_maps, labels in zip(maps, batch["labels"], strict=True):
+                for j, name in enumerate(names):
+                    if name in counts and labels[j] == 1:
+                        counts[name]["positives"] += 1
+                        counts[name]["hits"] += int(peak_in_box(image_maps[j], regions[name]))
+    for value in counts.values():
+        value["fraction"] = value["hits"] / value["positives"] if value["positives"] else None
+    return counts
+
+
+__all__ = ["attention_peak_hits", "peak_in_box"]
