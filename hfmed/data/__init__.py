@@ -2,6 +2,7 @@
 
     from hfmed.data import build_dataset
     data = build_dataset("synthetic_ct", num_patients=60, slices_per_patient=8)   # or "rsna_ich", ...
+    data = build_dataset("synthetic_cxr")   # multi-label chest X-ray: or "nih_chestxray14", "chexpert"
 
 Every builder returns `train` and `validation` splits (and `test` when asked for) with the columns `path`
 (absolute file path; the `hub` builder has an `image` column instead), `labels` (float32, one value per
@@ -18,10 +19,19 @@ from collections.abc import Callable
 
 from datasets import DatasetDict
 
+from .cxr import CHEXPERT_LABELS, NIH_LABELS, load_chexpert, load_nih_chestxray14
 from .folder import load_image_csv
 from .hub import load_hub_dataset
 from .rsna import load_rsna_ich, patient_split
 from .synthetic_ct import ensure_synthetic_rsna, load_synthetic_ct, synthetic_ct_slice, write_synthetic_rsna
+from .synthetic_cxr import (
+    LABEL_REGIONS,
+    SYNTHETIC_CXR_LABELS,
+    load_synthetic_cxr,
+    synthetic_cxr_image,
+    write_synthetic_chexpert,
+    write_synthetic_nih,
+)
 from .transforms import balanced_sampler, collate, make_transform, pos_weight_from_data
 
 BUILDERS: dict[str, Callable[..., DatasetDict]] = {
@@ -29,6 +39,9 @@ BUILDERS: dict[str, Callable[..., DatasetDict]] = {
     "rsna_ich": load_rsna_ich,
     "image_csv": load_image_csv,
     "hub": load_hub_dataset,
+    "synthetic_cxr": load_synthetic_cxr,
+    "nih_chestxray14": load_nih_chestxray14,
+    "chexpert": load_chexpert,
 }
 
 
@@ -53,17 +66,27 @@ def build_dataset(builder: str, **kwargs) -> DatasetDict:
 
 __all__ = [
     "BUILDERS",
+    "CHEXPERT_LABELS",
+    "LABEL_REGIONS",
+    "NIH_LABELS",
+    "SYNTHETIC_CXR_LABELS",
     "balanced_sampler",
     "build_dataset",
     "collate",
     "ensure_synthetic_rsna",
     "load_hub_dataset",
+    "load_chexpert",
     "load_image_csv",
+    "load_nih_chestxray14",
     "load_rsna_ich",
     "load_synthetic_ct",
+    "load_synthetic_cxr",
     "make_transform",
     "patient_split",
     "pos_weight_from_data",
     "synthetic_ct_slice",
+    "synthetic_cxr_image",
+    "write_synthetic_chexpert",
+    "write_synthetic_nih",
     "write_synthetic_rsna",
 ]
