@@ -4,6 +4,13 @@
 `medical-image-classification` pipeline task.
 """
 
+from .models.lt_vit import (
+    LTViTConfig,
+    LTViTForImageClassification,
+    LTViTImageProcessor,
+    LTViTModel,
+    lt_vit_config,
+)
 from .models.scopeformer import (
     ScopeformerConfig,
     ScopeformerForImageClassification,
@@ -21,6 +28,11 @@ register_pipelines()
 
 __all__ = [
     "FAMILIES",
+    "LTViTConfig",
+    "LTViTForImageClassification",
+    "LTViTImageProcessor",
+    "LTViTModel",
+    "lt_vit_config",
     "ScopeformerConfig",
     "ScopeformerForImageClassification",
     "ScopeformerImageProcessor",

@@ -74,12 +74,40 @@ PAPERS = {
     ],
 }
 
+PAPERS["lt_vit"] = [
+    Paper(
+        title="LT-ViT: A Vision Transformer for multi-label Chest X-ray classification",
+        arxiv="2311.07263",
+        bibtex=(
+            "@inproceedings{marikkar2023ltvit,\n"
+            "  title={LT-ViT: A Vision Transformer for multi-label Chest X-ray classification},\n"
+            "  author={Marikkar, Umar and Atito, Sara and Awais, Muhammad and Mahdi, Adam},\n"
+            "  booktitle={IEEE International Conference on Image Processing (ICIP)},\n"
+            "  year={2023},\n"
+            "  eprint={2311.07263},\n"
+            "  archivePrefix={arXiv}\n"
+            "}"
+        ),
+        summary=(
+            "Randomly initialised auxiliary tokens, one per label, attend jointly with the image tokens in the "
+            "last blocks and aggregate information from several depths; their attention to the patches "
+            "explains each prediction without Grad-CAM."
+        ),
+    )
+]
+
 FAMILY_CARDS = {
     "scopeformer": FamilyCard(
         papers=PAPERS["scopeformer"],
         tags=["ct", "head-ct", "intracranial-hemorrhage", "dicom"],
         example_input="slice.dcm",
         example_dataset='"rsna_ich", root="data/rsna-ich"',
+    ),
+    "lt_vit": FamilyCard(
+        papers=PAPERS["lt_vit"],
+        tags=["x-ray", "chest-x-ray", "radiography", "interpretability"],
+        example_input="chest.png",
+        example_dataset='"nih_chestxray14", root="data/nih-chestxray14"',
     ),
 }
 

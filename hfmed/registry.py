@@ -13,6 +13,14 @@ from transformers import (
     AutoModelForImageClassification,
 )
 
+from .models.lt_vit import PRESETS as LT_VIT_PRESETS
+from .models.lt_vit import (
+    LTViTConfig,
+    LTViTForImageClassification,
+    LTViTImageProcessor,
+    LTViTModel,
+    lt_vit_config,
+)
 from .models.scopeformer import (
     PRESETS as SCOPEFORMER_PRESETS,
 )
@@ -71,6 +79,15 @@ FAMILIES = {
         image_processor_class=ScopeformerImageProcessor,
         config_factory=scopeformer_config,
         presets=SCOPEFORMER_PRESETS,
+    ),
+    "lt_vit": Family(
+        name="lt_vit",
+        config_class=LTViTConfig,
+        base_model_class=LTViTModel,
+        heads={"AutoModelForImageClassification": LTViTForImageClassification},
+        image_processor_class=LTViTImageProcessor,
+        config_factory=lt_vit_config,
+        presets=LT_VIT_PRESETS,
     ),
 }
 
