@@ -42,4 +42,40 @@ def attention_peak_hits(model, dataset, regions: dict, batch_size: int = 32, col
     return counts
 
 
-__all__ = ["attention_peak_hits", "peak_in_box"]
+def check_run(run_dir) -> dict:
+    """Attention-region hits of a finished synthetic-CXR run on its validation split; writes
+    `attention_regions.json` into the run folder."""
+    import json
+    from pathlib import Path
+
+    import yaml
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    from .data import build_dataset
+    from .data.synthetic_cxr import LABEL_REGIONS
+    from .data.transforms import collate, make_transform
+
+    run_dir = Path(run_dir)
+    recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
+    if recipe["data"]["builder"] != "synthetic_cxr":
+        raise ValueError(f"{run_dir}: only synthetic_cxr runs have known finding regions")
+    model = AutoModelForImageClassification.from_pretrained(run_dir / "model")
+    processor = AutoImageProcessor.from_pretrained(run_dir / "model")
+    validation = build_dataset("synthetic_cxr", **recipe["data"]["args"])["validation"]
+    counts = attention_peak_hits(
+        model, validation.with_transform(make_transform(processor)), LABEL_REGIONS, collate_fn=collate
+    )
+    (run_dir / "attention_regions.json").write_text(json.dumps(counts, indent=2) + "\n")
+    return counts
+
+
+if __name__ == "__main__":
+    import sys
+
+    import hfmed  # noqa: F401  (registers the families)
+
+    for label, value in check_run(sys.argv[1]).items():
+        print(f"{label:<14} {value['hits']}/{value['positives']} attention peaks inside the finding's region")
+
+
+__all__ = ["attention_peak_hits", "check_run", "peak_in_box"]
