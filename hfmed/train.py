@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from .recipe import Recipe, RecipeError, dump_recipe, load_recipe
 from .registry import FAMILIES
 
-NO_DECAY_MARKERS = ("bias", "norm", "bn", "position_embeddings", "cls_token")
+NO_DECAY_MARKERS = ("bias", "norm", "bn", "position_embeddings", "cls_token", "label_tokens")
 
 
 def build_model(recipe: Recipe, processor_kwargs=None):

@@ -1,15 +1,17 @@
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from hfmed.recipe import RecipeError, load_recipe
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PUBLISHED = ["scopeformer-base", "scopeformer-efficient", "scopeformer-efficient-small"]
+LT_VIT = ["lt-vit-small-nih14", "lt-vit-small-chexpert", "lt-vit-base-nih14", "lt-vit-demo"]
 
 
-@pytest.mark.parametrize("name", [*PUBLISHED, "scopeformer-efficient-demo"])
+@pytest.mark.parametrize("name", [*PUBLISHED, "scopeformer-efficient-demo", *LT_VIT])
 def test_shipped_recipes_parse_and_name_a_hub_repo(name):
     recipe = load_recipe(CONFIGS / f"{name}.yaml", check_paths=False)
     assert recipe.name == name
@@ -20,6 +22,20 @@ def test_shipped_recipes_parse_and_name_a_hub_repo(name):
 def test_published_presets_match_their_recipes():
     for name in PUBLISHED:
         assert load_recipe(CONFIGS / f"{name}.yaml", check_paths=False).model.preset == name
+    for name in LT_VIT[:3]:
+        recipe = load_recipe(CONFIGS / f"{name}.yaml", check_paths=False)
+        assert recipe.model.family == "lt_vit" and recipe.model.preset == name.rsplit("-", 1)[0]
+
+
+@pytest.mark.parametrize("name", ["lt-vit-small-chexpert", "lt-vit-demo"])
+def test_lt_vit_recipes_build_their_label_sets(name):
+    from hfmed.train import build_model, parameter_groups
+
+    recipe = load_recipe(CONFIGS / f"{name}.yaml", ["model.pretrained_backbones=false"], check_paths=False)
+    with torch.device("meta"):
+        model, _ = build_model(recipe)
+    assert model.config.num_labels == 5
+    parameter_groups(model, recipe)  # every per-module learning-rate prefix names real parameters
 
 
 def write(tmp_path, data) -> Path:
