@@ -400,3 +400,12 @@ def test_model_folder_imports_stay_hub_safe():
                 assert not (node.module or "").startswith("hfmed"), name
             elif isinstance(node, ast.Import):
                 assert not any(alias.name.split(".")[0] == "hfmed" for alias in node.names), name
+
+
+def test_pretrained_backbones_fail_offline_with_a_clear_message():
+    config = lt_vit_config("lt-vit-tiny", pretrained_vit="vit_tiny_patch16_224")
+    with pytest.raises(OSError, match="could not load the pretrained ViT 'vit_tiny_patch16_224'.*HF_HUB_OFFLINE"):
+        LTViTForImageClassification.from_pretrained_backbones(config)
+    with pytest.raises(ValueError, match="pretrained_vit names no ViT"):
+        LTViTModel.from_pretrained_backbones(lt_vit_config("lt-vit-tiny"))
+    assert lt_vit_config("lt-vit-small").pretrained_vit.startswith("vit_small_patch16_224")

@@ -73,6 +73,10 @@ class LTViTConfig(PreTrainedConfig):
             per-label BCE losses; `None` means all 1. Our choice, not the paper's.
         loss_pos_weight (`list[float]`, *optional*): per-label positive-class weight (`pos_weight` of BCE),
             against class imbalance (Hernia is ~0.2 % of NIH images). Our choice, not the paper's; default none.
+        pretrained_vit (`str`, *optional*):
+            timm name of the ImageNet ViT whose weights `from_pretrained_backbones` loads into the image pathway
+            (presets: the AugReg ImageNet-21k -> 1k ViT-S/16 and ViT-B/16; our choice, the paper allows any
+            standard ViT). `None`: train from scratch.
         label_thresholds (`list[float]`, *optional*): per-label decision thresholds (positive iff probability
             >= threshold), chosen on the validation split after training. Our choice; default none (0.5).
         id2label / label2id: the labels; default the 14 NIH ChestX-ray14 findings (`NIH_LABELS`). For
@@ -100,6 +104,7 @@ class LTViTConfig(PreTrainedConfig):
     loss_label_weights: list[float] | None = None
     loss_pos_weight: list[float] | None = None
     label_thresholds: list[float] | None = None
+    pretrained_vit: str | None = None
 
     def __post_init__(self, **kwargs):
         if self.id2label is None and kwargs.get("num_labels") is None:
@@ -206,12 +211,14 @@ class LTViTConfig(PreTrainedConfig):
 # Named presets: the paper's two backbones, and a tiny one for tests and the CPU demo.
 PRESETS = {
     "lt-vit-small": {  # ViT-S/16 at 224 (timm vit_small_patch16_224)
+        "pretrained_vit": "vit_small_patch16_224.augreg_in21k_ft_in1k",
         "hidden_size": 384,
         "num_hidden_layers": 12,
         "num_attention_heads": 6,
         "intermediate_size": 1536,
     },
     "lt-vit-base": {  # ViT-B/16 at 224 (timm vit_base_patch16_224)
+        "pretrained_vit": "vit_base_patch16_224.augreg2_in21k_ft_in1k",
         "hidden_size": 768,
         "num_hidden_layers": 12,
         "num_attention_heads": 12,

@@ -313,9 +313,9 @@ class LTViTModel(LTViTPreTrainedModel):
                 for v in (
                     last_hidden_state,
                     pooled,
+                    label_hidden_states,
                     all_hidden_states,
                     all_attentions,
-                    label_hidden_states,
                     label_attentions,
                 )
                 if v is not None
@@ -342,6 +342,11 @@ class LTViTModel(LTViTPreTrainedModel):
         model = cls(config)
         _load_vit(model.base_model, source, config)
         return model
+
+    @classmethod
+    def from_pretrained_backbones(cls, config: LTViTConfig):
+        """A new model whose image pathway carries timm's ImageNet weights for `config.pretrained_vit` (online)."""
+        return cls.from_vit(_fetch_timm_vit(config), config)
 
 
 class LTViTForImageClassification(LTViTPreTrainedModel):
@@ -441,6 +446,11 @@ class LTViTForImageClassification(LTViTPreTrainedModel):
         model = cls(config)
         _load_vit(model.lt_vit, source, config)
         return model
+
+    @classmethod
+    def from_pretrained_backbones(cls, config: LTViTConfig):
+        """A new model whose image pathway carries timm's ImageNet weights for `config.pretrained_vit` (online)."""
+        return cls.from_vit(_fetch_timm_vit(config), config)
 
 
 # --- initialisation from standard ViT checkpoints ------------------------------------------------------
@@ -655,6 +665,21 @@ def _load_vit(model: LTViTModel, source, config: LTViTConfig) -> None:
             f"the ViT checkpoint does not cover LT-ViT's image pathway: missing {missing[:8]}, unexpected "
             f"{unexpected[:8]}; check qkv_bias and the preset against the checkpoint"
         )
+
+
+def _fetch_timm_vit(config: LTViTConfig):
+    import timm  # only here: building the model never needs it
+
+    if not config.pretrained_vit:
+        raise ValueError("config.pretrained_vit names no ViT: set it (e.g. 'vit_small_patch16_224') or use from_vit")
+    try:
+        return timm.create_model(config.pretrained_vit, pretrained=True, num_classes=0)
+    except Exception as err:  # timm raises several types (hub, HTTP, file)
+        raise OSError(
+            f"could not load the pretrained ViT '{config.pretrained_vit}' from the Hugging Face Hub: "
+            f"{type(err).__name__}: {err}. Go online (unset HF_HUB_OFFLINE) or build a timm/transformers ViT "
+            "yourself and call from_vit(vit, config)"
+        ) from err
 
 
 __all__ = [
