@@ -205,7 +205,7 @@ processor = AutoImageProcessor.from_pretrained("{repo_id}", trust_remote_code=Tr
 data = build_dataset({dataset})
 trainer = Trainer(
     model=model,
-    args=TrainingArguments("out", eval_strategy="epoch", remove_unused_columns=False),
+    args=TrainingArguments("out", eval_strategy="epoch", remove_unused_columns=False, label_names=["labels"]),
     train_dataset=data["train"].with_transform(make_transform(processor, train=True)),
     eval_dataset=data["validation"].with_transform(make_transform(processor)),
     data_collator=collate,

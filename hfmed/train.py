@@ -297,7 +297,9 @@ def train(recipe: Recipe, resume=None, stop_after_steps: int | None = None, call
             probabilities,
             labels,
             label_names,
-            label_weights=getattr(accelerator.unwrap_model(model).config, "loss_label_weights", None),
+            # A family without loss weights gets plain averaging, not the metric's RSNA default ("any" x2).
+            label_weights=getattr(accelerator.unwrap_model(model).config, "loss_label_weights", None)
+            or [1.0] * len(label_names),
         )
         record = {"epoch": epoch + 1, "step": state["step"], "train_loss": state["running_loss"] / max(state["seen"], 1)}
         record.update({"eval_loss": eval_loss}, **{f"eval_{k}": v for k, v in metrics.items()})

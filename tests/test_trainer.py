@@ -1,26 +1,49 @@
-"""transformers.Trainer fine-tunes a Scopeformer with hfmed's collator and compute_metrics."""
+"""transformers.Trainer fine-tunes each family with hfmed's collator and compute_metrics."""
 
 import math
 
+import pytest
 import torch
 from transformers import AutoModelForImageClassification, Trainer, TrainingArguments
 
-from hfmed import ScopeformerForImageClassification, ScopeformerImageProcessor, scopeformer_config
+from hfmed import (
+    LTViTForImageClassification,
+    LTViTImageProcessor,
+    ScopeformerForImageClassification,
+    ScopeformerImageProcessor,
+    lt_vit_config,
+    scopeformer_config,
+)
 from hfmed.data import build_dataset
+from hfmed.data.synthetic_cxr import SYNTHETIC_CXR_LABELS
 from hfmed.data.transforms import collate, make_transform
 from hfmed.metrics import make_compute_metrics
-from hfmed.models.scopeformer import RSNA_LABELS
 
 
-def test_trainer_fine_tunes_reports_metrics_and_saves_a_reloadable_checkpoint(tmp_path):
+def scopeformer_setup(tmp_path):
     data = build_dataset(
         "synthetic_ct", root=str(tmp_path / "data"), num_patients=16, slices_per_patient=4, image_size=32,
         val_fraction=0.25, seed=0,
     )
-    torch.manual_seed(0)
     config = scopeformer_config("scopeformer-tiny", freeze_backbones=False)
-    model = ScopeformerForImageClassification(config)
-    processor = ScopeformerImageProcessor(size={"height": 32, "width": 32})
+    return data, ScopeformerForImageClassification(config), ScopeformerImageProcessor(size={"height": 32, "width": 32})
+
+
+def lt_vit_setup(tmp_path):
+    data = build_dataset(
+        "synthetic_cxr", root=str(tmp_path / "data"), num_patients=24, images_per_patient=3, image_size=32,
+        val_fraction=0.25, seed=0,
+    )
+    config = lt_vit_config("lt-vit-tiny", id2label=dict(enumerate(SYNTHETIC_CXR_LABELS)))
+    return data, LTViTForImageClassification(config), LTViTImageProcessor(size={"height": 32, "width": 32})
+
+
+@pytest.mark.parametrize("setup", [scopeformer_setup, lt_vit_setup], ids=["scopeformer", "lt_vit"])
+def test_trainer_fine_tunes_reports_metrics_and_saves_a_reloadable_checkpoint(tmp_path, setup):
+    torch.manual_seed(0)
+    data, model, processor = setup(tmp_path)
+    config = model.config
+    label_names = [config.id2label[i] for i in range(config.num_labels)]
     args = TrainingArguments(
         output_dir=str(tmp_path / "trainer"),
         per_device_train_batch_size=8,
@@ -31,6 +54,9 @@ def test_trainer_fine_tunes_reports_metrics_and_saves_a_reloadable_checkpoint(tm
         save_strategy="no",
         logging_steps=1,
         remove_unused_columns=False,  # the transform needs `path`; the model never sees it
+        # Trainer guesses label keys from forward's parameter names; LT-ViT's `output_label_attentions`
+        # would count as one and switch evaluation losses off.
+        label_names=["labels"],
         report_to=[],
         use_cpu=True,
         seed=0,
@@ -42,7 +68,7 @@ def test_trainer_fine_tunes_reports_metrics_and_saves_a_reloadable_checkpoint(tm
         eval_dataset=data["validation"].with_transform(make_transform(processor)),
         data_collator=collate,
         processing_class=processor,
-        compute_metrics=make_compute_metrics(RSNA_LABELS, config.loss_label_weights),
+        compute_metrics=make_compute_metrics(label_names, config.loss_label_weights or [1.0] * config.num_labels),
     )
     first = trainer.evaluate()
     trainer.train()
@@ -51,7 +77,7 @@ def test_trainer_fine_tunes_reports_metrics_and_saves_a_reloadable_checkpoint(tm
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
     assert last["eval_loss"] < first["eval_loss"]
     assert 0.0 <= last["eval_mean_auroc"] <= 1.0 and not math.isnan(last["eval_weighted_log_loss"])
-    assert {f"eval_auroc_{name}" for name in RSNA_LABELS} <= set(last)
+    assert {f"eval_auroc_{name}" for name in label_names} <= set(last)
 
     trainer.save_model(tmp_path / "saved")
     reloaded = AutoModelForImageClassification.from_pretrained(tmp_path / "saved").eval()

@@ -187,3 +187,20 @@ def test_bad_arguments_are_clear(tmp_path, capsys):
     assert "not a training run folder" in capsys.readouterr().err
     assert upload.main([str(tmp_path), "--repo-id", "org/x", "--space-id", "org/s", "--dry-run"]) == 2
     assert "--space and --space-id go together" in capsys.readouterr().err
+
+
+def test_upload_stages_an_lt_vit_run_unchanged_with_a_chest_x_ray_card(tmp_path):
+    from hfmed import LTViTForImageClassification, LTViTImageProcessor, lt_vit_config
+
+    run = tmp_path / "run"
+    LTViTForImageClassification(lt_vit_config("lt-vit-tiny")).save_pretrained(run / "model")
+    LTViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(run / "model")
+    out = tmp_path / "staged"
+    assert upload.main([str(run), "--repo-id", "org/lt-vit", "--dry-run", "--out", str(out),
+                        "--space", str(ROOT / "spaces" / "lt_vit"), "--space-id", "org/lt-vit-space"]) == 0
+    files = {p.name for p in (out / "model").iterdir()}
+    assert {"modeling_lt_vit.py", "configuration_lt_vit.py", "image_processing_lt_vit.py", "README.md"} <= files
+    card = ModelCard.load(out / "model" / "README.md")
+    assert {"chest-x-ray", "x-ray", "lt_vit", "medical"} <= set(card.data.tags)
+    assert "2311.07263" in card.text and "Atelectasis" in card.text and "chest.png" in card.text
+    assert (out / "space" / "model_id.txt").read_text().strip() == "org/lt-vit"
