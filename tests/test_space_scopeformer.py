@@ -1,16 +1,8 @@
 """The Scopeformer Space (spaces/scopeformer): `predict`, the HTTP API (gradio_client), the page."""
 
-import contextlib
-import importlib.util
 import json
-import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import gradio as gr
@@ -19,28 +11,26 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-import yaml
 from PIL import Image
 from pydicom.data import get_testdata_file
 
 from hfmed import ScopeformerForImageClassification, ScopeformerImageProcessor, scopeformer_config
 from hfmed.hub import save_for_hub
+from tests.space_harness import (
+    REPO,
+    distinct_colours,
+    front_matter,
+    import_app,
+    render_page,
+    space_process,
+    wait_until_up,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 SPACE = REPO / "spaces" / "scopeformer"
 EXAMPLES = SPACE / "examples"
 SUBDURAL = EXAMPLES / "synthetic_subdural.dcm"
 PNG_EXAMPLE = EXAMPLES / "synthetic_intraventricular_subarachnoid.png"
 CT_SMALL = Path(get_testdata_file("CT_small.dcm"))
-CHROMIUM_MISSING = "chromium is not installed: apt-get install -y chromium"
-NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _import(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _save_tiny_model(folder, seed=0):
@@ -77,7 +67,7 @@ def model_dir(tmp_path_factory):
 def app(model_dir):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HFMED_MODEL", str(model_dir))
-        yield _import("scopeformer_space_app", SPACE / "app.py")
+        yield import_app("scopeformer_space_app", SPACE / "app.py")
 
 
 def _call_error(app, path, threshold=0.5):
@@ -220,60 +210,16 @@ def test_validation_thresholds_set_the_slider_and_are_shown(app, monkeypatch, tm
 # --- the running app: HTTP API and page ---------------------------------------------------------------------
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _server_process(model_dir, tmp_path_factory):
     """Starts the Space first thing (autouse), so it boots while the in-process tests run."""
-    root = tmp_path_factory.mktemp("server")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "HFMED_MODEL": str(model_dir),
-        "GRADIO_SERVER_PORT": str(port),
-        "GRADIO_SERVER_NAME": "127.0.0.1",
-        "GRADIO_ANALYTICS_ENABLED": "False",
-        "HF_HUB_OFFLINE": "1",
-        "GRADIO_TEMP_DIR": str(root / "gradio"),
-        "HF_MODULES_CACHE": str(root / "modules"),
-        "PYTHONUNBUFFERED": "1",
-    }
-    log = open(root / "server.log", "w+")
-    process = subprocess.Popen(
-        [sys.executable, str(SPACE / "app.py")], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        yield {"url": f"http://127.0.0.1:{port}/", "uploads": root / "gradio", "root": root,
-               "process": process, "log": log, "started": time.monotonic()}
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+    with space_process(SPACE / "app.py", model_dir, tmp_path_factory.mktemp("server")) as info:
+        yield info
 
 
 @pytest.fixture(scope="module")
 def server(_server_process):
-    """The running Space, once it answers (at most 90 s after its start)."""
-    process, log, url = _server_process["process"], _server_process["log"], _server_process["url"]
-    while True:
-        if process.poll() is not None:
-            log.seek(0)
-            pytest.fail(f"the Space exited with code {process.returncode}:\n{log.read()[-3000:]}")
-        with contextlib.suppress(OSError):
-            if NO_PROXY.open(url, timeout=2).status == 200:
-                return _server_process
-        if time.monotonic() > _server_process["started"] + 90:
-            log.seek(0)
-            pytest.fail(f"the Space did not answer on {url} within 90 s:\n{log.read()[-3000:]}")
-        time.sleep(0.25)
+    return wait_until_up(_server_process)
 
 
 @pytest.fixture(scope="module")
@@ -329,49 +275,23 @@ def test_the_server_refuses_uploads_over_the_cap(app, server):
     assert response.status_code == 413, response.text
 
 
-def _chromium():
-    for candidate in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    pytest.fail(CHROMIUM_MISSING)
-
-
 def test_the_page_renders_in_headless_chromium(server, tmp_path):
-    chromium = _chromium()
-    base = [
-        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-        f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=8000", "--window-size=1280,1600",
-    ]
-    shot = tmp_path / "space.png"
-    command = [*base, "--dump-dom", f"--screenshot={shot}", server["url"]]
-    dom = subprocess.run(command, capture_output=True, text=True, timeout=90)
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    html = re.sub(r"<(script|style)\b.*?</\1>", " ", dom.stdout, flags=re.S | re.I)
-    text = " ".join(re.sub(r"<[^>]+>", " ", html).split())
+    html, text, shot = render_page(server["url"], tmp_path, window=(1280, 1600))
     for visible in ("Research use only", "CT slice: DICOM", "Hemorrhage threshold", "Per-label probabilities",
                     "Hounsfield windows", "synthetic DICOM: subdural"):
         assert visible in text, visible
     assert re.search(r'<input[^>]+type="file"', html) and re.search(r'<input[^>]+type="range"', html)
 
-    assert shot.is_file(), dom.stderr[-2000:]
     with Image.open(shot) as image:
         assert image.size == (1280, 1600)
-        colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
-    assert len(colours) > 16  # text, the orange button, borders: not a blank page
+    assert distinct_colours(shot) > 16  # text, the orange button, borders: not a blank page
 
 
 # --- Space metadata and bundled examples -------------------------------------------------------------------
 
 
 def test_front_matter_matches_requirements():
-    text = (SPACE / "README.md").read_text()
-    assert text.startswith("---\n")
-    meta = yaml.safe_load(text.split("---\n")[1])
-    pins = dict(
-        line.split("==", 1) for line in (SPACE / "requirements.txt").read_text().splitlines()
-        if "==" in line and not line.startswith("#")
-    )
+    meta, pins, text = front_matter(SPACE)
     assert meta["sdk"] == "gradio" and str(meta["sdk_version"]) == pins["gradio"]
     assert (SPACE / meta["app_file"]).is_file()
     assert meta["models"] == ["hfmed/scopeformer-efficient-demo"]
@@ -385,7 +305,7 @@ def test_front_matter_matches_requirements():
 def test_bundled_examples_match_the_generator_and_their_names(tmp_path):
     # Pixels are not compared: the synthetic drawing may evolve; the committed files were drawn once, with the
     # labels their names spell.
-    make_examples = _import("scopeformer_make_examples", SPACE / "make_examples.py")
+    make_examples = import_app("scopeformer_make_examples", SPACE / "make_examples.py")
     written = make_examples.write_examples(tmp_path)
     bundled = sorted(p.name for p in EXAMPLES.iterdir())
     assert sorted(p.name for p in written) == bundled and len(bundled) == 4

@@ -1,0 +1,121 @@
+"""What every Space test needs: import an app by path, run it as a server, and look at it in Chromium."""
+
+import contextlib
+import importlib.util
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM_MISSING = "chromium is not installed: apt-get install -y chromium"
+NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def import_app(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def space_process(app_path: Path, model_dir: Path, root: Path):
+    """Starts `app_path` on a free loopback port with `HFMED_MODEL=model_dir`; stops it on exit."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "HFMED_MODEL": str(model_dir),
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "HF_HUB_OFFLINE": "1",
+        "GRADIO_TEMP_DIR": str(root / "gradio"),
+        "HF_MODULES_CACHE": str(root / "modules"),
+        "PYTHONUNBUFFERED": "1",
+    }
+    log = open(root / "server.log", "w+")
+    process = subprocess.Popen([sys.executable, str(app_path)], cwd=REPO, env=env, stdout=log,
+                               stderr=subprocess.STDOUT)
+    try:
+        yield {"url": f"http://127.0.0.1:{port}/", "uploads": root / "gradio", "root": root,
+               "process": process, "log": log, "started": time.monotonic()}
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def wait_until_up(info: dict, timeout: float = 90) -> dict:
+    """The running Space once it answers; fails the test with its log if it exits or stays silent."""
+    process, log, url = info["process"], info["log"], info["url"]
+    while True:
+        if process.poll() is not None:
+            log.seek(0)
+            pytest.fail(f"the Space exited with code {process.returncode}:\n{log.read()[-3000:]}")
+        with contextlib.suppress(OSError):
+            if NO_PROXY.open(url, timeout=2).status == 200:
+                return info
+        if time.monotonic() > info["started"] + timeout:
+            log.seek(0)
+            pytest.fail(f"the Space did not answer on {url} within {timeout} s:\n{log.read()[-3000:]}")
+        time.sleep(0.25)
+
+
+def chromium() -> str:
+    for candidate in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    pytest.fail(CHROMIUM_MISSING)
+
+
+def render_page(url: str, work: Path, window=(1280, 1600)) -> tuple[str, str, Path]:
+    """Headless Chromium's DOM dump of `url` (raw HTML, visible text) and a screenshot of `window` size."""
+    shot = work / "space.png"
+    command = [
+        chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+        f"--user-data-dir={work / 'profile'}", "--virtual-time-budget=8000", f"--window-size={window[0]},{window[1]}",
+        "--dump-dom", f"--screenshot={shot}", url,
+    ]
+    dom = subprocess.run(command, capture_output=True, text=True, timeout=90)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert shot.is_file(), dom.stderr[-2000:]
+    html = re.sub(r"<(script|style)\b.*?</\1>", " ", dom.stdout, flags=re.S | re.I)
+    text = " ".join(re.sub(r"<[^>]+>", " ", html).split())
+    return html, text, shot
+
+
+def distinct_colours(png: Path) -> int:
+    with Image.open(png) as image:
+        return len(image.convert("RGB").getcolors(maxcolors=1 << 20))
+
+
+def front_matter(space: Path) -> tuple[dict, dict, str]:
+    """(README front matter, `name==version` pins of requirements.txt, README text)."""
+    text = (space / "README.md").read_text()
+    assert text.startswith("---\n")
+    pins = dict(
+        line.split("==", 1) for line in (space / "requirements.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    return yaml.safe_load(text.split("---\n")[1]), pins, text
