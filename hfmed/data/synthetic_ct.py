@@ -26,12 +26,7 @@ probability 0.42, redrawn until at least one is positive, so each subtype has a 
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
 import os
-import shutil
-import uuid
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +34,8 @@ from typing import Any
 import numpy as np
 
 from hfmed.models.scopeformer.configuration_scopeformer import RSNA_LABELS
+
+from .twin_cache import ensure_twin
 
 SUBTYPES = RSNA_LABELS[1:]
 """The five hemorrhage subtypes, without `any`."""
@@ -401,23 +398,6 @@ def _generation_params(num_patients: int, slices_per_patient: int, image_size: i
     }
 
 
-def _read_marker(root: Path) -> dict | None:
-    try:
-        return json.loads((root / MARKER_NAME).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _clear_twin(root: Path) -> None:
-    """Removes what `write_synthetic_rsna` (and the patient-id cache) wrote, and nothing else."""
-    for name in _KNOWN_ENTRIES:
-        entry = root / name
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        elif entry.exists() or entry.is_symlink():
-            entry.unlink()
-
-
 def ensure_synthetic_rsna(
     root: str | os.PathLike | None = None,
     num_patients: int = 60,
@@ -432,48 +412,15 @@ def ensure_synthetic_rsna(
     A non-empty `root` that holds anything else than a twin is refused rather than touched.
     """
     params = _generation_params(num_patients, slices_per_patient, image_size, seed)
-    if root is None:
-        digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
-        root = default_cache_root() / digest
-    root = Path(root).expanduser().absolute()
-    if _read_marker(root) == params:
-        return root
-    if root.exists():
-        if not root.is_dir():
-            raise ValueError(f"synthetic_ct root {str(root)!r} is a file: pass a folder (or root=None)")
-        foreign = sorted(entry.name for entry in root.iterdir() if entry.name not in _KNOWN_ENTRIES)
-        if foreign:
-            raise ValueError(
-                f"synthetic_ct root {str(root)!r} already holds files the twin did not write "
-                f"({foreign[:5]}): pass an empty or new folder (or root=None for the cache)"
-            )
-        if (root / MARKER_NAME).exists():
-            warnings.warn(
-                f"replacing the synthetic twin in {str(root)!r}: it was written with other parameters "
-                f"({_read_marker(root)}) than now ({params})",
-                UserWarning,
-                stacklevel=3,
-            )
-        _clear_twin(root)
-        write_synthetic_rsna(root, num_patients, slices_per_patient, image_size, seed)
-        (root / MARKER_NAME).write_text(json.dumps(params, sort_keys=True))
-        return root
-    # A new folder: write beside it and rename, so that concurrent callers (e.g. DDP ranks) never read a
-    # half-written twin.
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        write_synthetic_rsna(staging, num_patients, slices_per_patient, image_size, seed)
-        (staging / MARKER_NAME).write_text(json.dumps(params, sort_keys=True))
-        try:
-            staging.rename(root)
-        except OSError:
-            if _read_marker(root) != params:  # not a concurrent writer of the same twin: a real error
-                raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return root
+    return ensure_twin(
+        root,
+        params,
+        lambda folder: write_synthetic_rsna(folder, num_patients, slices_per_patient, image_size, seed),
+        kind="synthetic_ct",
+        cache_root=default_cache_root(),
+        marker=MARKER_NAME,
+        known_entries=_KNOWN_ENTRIES,
+    )
 
 
 def load_synthetic_ct(

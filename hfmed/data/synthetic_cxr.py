@@ -35,12 +35,7 @@ blank values) for the tests of `load_chexpert`.
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
 import os
-import shutil
-import uuid
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from .cxr import CHEXPERT_OBSERVATIONS
+from .twin_cache import ensure_twin
 
 SYNTHETIC_CXR_LABELS = ["Atelectasis", "Cardiomegaly", "Effusion", "Consolidation", "Pneumothorax"]
 """The findings the twin draws (NIH names)."""
@@ -356,23 +352,6 @@ def default_cache_root() -> Path:
     return Path(os.environ.get("HFMED_CACHE", "~/.cache/hfmed")).expanduser() / "synthetic_cxr"
 
 
-def _read_marker(root: Path) -> dict | None:
-    try:
-        return json.loads((root / MARKER_NAME).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _clear_twin(root: Path) -> None:
-    """Removes what `write_synthetic_nih` wrote, and nothing else."""
-    for name in _KNOWN_ENTRIES:
-        entry = root / name
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        elif entry.exists() or entry.is_symlink():
-            entry.unlink()
-
-
 def ensure_synthetic_nih(
     root: str | os.PathLike | None = None,
     num_patients: int = 80,
@@ -398,48 +377,15 @@ def ensure_synthetic_nih(
         "test_fraction": float(test_fraction),
     }
     args = (num_patients, images_per_patient, image_size, seed, bit_depth, test_fraction)
-    if root is None:
-        digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
-        root = default_cache_root() / digest
-    root = Path(root).expanduser().absolute()
-    if _read_marker(root) == params:
-        return root
-    if root.exists():
-        if not root.is_dir():
-            raise ValueError(f"synthetic_cxr root {str(root)!r} is a file: pass a folder (or root=None)")
-        foreign = sorted(entry.name for entry in root.iterdir() if entry.name not in _KNOWN_ENTRIES)
-        if foreign:
-            raise ValueError(
-                f"synthetic_cxr root {str(root)!r} already holds files the twin did not write "
-                f"({foreign[:5]}): pass an empty or new folder (or root=None for the cache)"
-            )
-        if (root / MARKER_NAME).exists():
-            warnings.warn(
-                f"replacing the synthetic CXR twin in {str(root)!r}: it was written with other parameters "
-                f"({_read_marker(root)}) than now ({params})",
-                UserWarning,
-                stacklevel=3,
-            )
-        _clear_twin(root)
-        write_synthetic_nih(root, *args)
-        (root / MARKER_NAME).write_text(json.dumps(params, sort_keys=True))
-        return root
-    # A new folder: write beside it and rename, so that concurrent callers (e.g. DDP ranks) never read a
-    # half-written twin.
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        write_synthetic_nih(staging, *args)
-        (staging / MARKER_NAME).write_text(json.dumps(params, sort_keys=True))
-        try:
-            staging.rename(root)
-        except OSError:
-            if _read_marker(root) != params:  # not a concurrent writer of the same twin: a real error
-                raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return root
+    return ensure_twin(
+        root,
+        params,
+        lambda folder: write_synthetic_nih(folder, *args),
+        kind="synthetic CXR",
+        cache_root=default_cache_root(),
+        marker=MARKER_NAME,
+        known_entries=_KNOWN_ENTRIES,
+    )
 
 
 def load_synthetic_cxr(
