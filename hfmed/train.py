@@ -6,7 +6,8 @@
 The loop touches only the family's config factory, the Auto head class and `outputs.loss` (as in
 transformers' `run_image_classification_no_trainer.py`). A run writes into `training.output_dir`:
 
-    model/          best epoch's weights + image processor (HF format, safetensors), thresholds in config
+    model/          best epoch's weights + image processor (HF format, safetensors, with the family's source
+                    files and auto_map so it loads without hfmed), thresholds in config
     checkpoints/    `Accelerator.save_state` folders (step_000050, ...) for --resume
     metrics.json    per-epoch history, best metrics, thresholds with sensitivity / specificity
     recipe.yaml     the resolved recipe
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from .hub import add_remote_code
 from .recipe import Recipe, RecipeError, dump_recipe, load_recipe
 from .registry import FAMILIES
 
@@ -381,6 +383,8 @@ def _save_model(accelerator, model, processor, folder: Path):
     )
     if accelerator.is_main_process:
         processor.save_pretrained(folder)
+        # The exported folder loads anywhere, hfmed installed or not (trust_remote_code).
+        add_remote_code(folder, unwrapped.config, processor)
     accelerator.wait_for_everyone()
 
 

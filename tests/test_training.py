@@ -179,3 +179,19 @@ def test_two_process_ddp_synchronises_gradients_and_ends_with_identical_weights(
     grads = [k for k in r0 if k.startswith("g.")]
     assert grads and all(torch.equal(r0[k], r1[k]) for k in grads)
     assert all(torch.equal(r0[k], r1[k]) for k in r0 if k.startswith("w."))
+
+
+def test_the_run_model_folder_loads_without_hfmed(finished_run, tmp_path):
+    script = (
+        "import sys; sys.modules['hfmed'] = None\n"
+        "from transformers import AutoImageProcessor, AutoModelForImageClassification\n"
+        "model = AutoModelForImageClassification.from_pretrained(sys.argv[1], trust_remote_code=True)\n"
+        "AutoImageProcessor.from_pretrained(sys.argv[1], trust_remote_code=True)\n"
+        "print(type(model).__module__, model.config.label_thresholds is not None)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    done = subprocess.run([sys.executable, "-c", script, str(finished_run / "model")], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    module, has_thresholds = done.stdout.split()[-2:]
+    assert not module.startswith("hfmed") and has_thresholds == "True"
