@@ -42,6 +42,9 @@ import pandas as pd
 import pyarrow as pa
 from datasets import DatasetDict, Features, Value
 
+from hfmed.models.lt_vit.configuration_lt_vit import CHEXPERT_LABELS as _MODEL_CHEXPERT_LABELS
+from hfmed.models.lt_vit.configuration_lt_vit import NIH_LABELS as _MODEL_NIH_LABELS
+
 from .rsna import (
     _file_fingerprint,
     _first,
@@ -53,25 +56,11 @@ from .rsna import (
     patient_split,
 )
 
-NIH_LABELS = [
-    "Atelectasis",
-    "Cardiomegaly",
-    "Effusion",
-    "Infiltration",
-    "Mass",
-    "Nodule",
-    "Pneumonia",
-    "Pneumothorax",
-    "Consolidation",
-    "Edema",
-    "Emphysema",
-    "Fibrosis",
-    "Pleural_Thickening",
-    "Hernia",
-]
+# The label sets are the model's: one definition, which the data layer reads (dependencies point inward).
+NIH_LABELS = list(_MODEL_NIH_LABELS)
 """The 14 findings of NIH ChestX-ray14, in the order of the paper (Wang et al., 2017)."""
 
-CHEXPERT_LABELS = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
+CHEXPERT_LABELS = list(_MODEL_CHEXPERT_LABELS)
 """The 5 CheXpert competition findings (Irvin et al., 2019)."""
 
 CHEXPERT_OBSERVATIONS = [
