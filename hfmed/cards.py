@@ -31,6 +31,12 @@ class FamilyCard:
     """A file name the usage snippets classify."""
     example_dataset: str
     """`build_dataset` call arguments shown in the Trainer snippet."""
+    usage: str = ""
+    """The usage section (a template with {repo_id}, {example}, {dataset}); empty: the image one."""
+    pipeline_tag: str | None = "image-classification"
+    """The Hub pipeline tag; `None` where no Hub task fits (3-D volume regression)."""
+    input_kind: str = "image"
+    """What one input is, for the intended-use sentence ("image", "volume")."""
 
 
 PAPERS = {
@@ -116,8 +122,15 @@ TASK_METRICS = {
         ("mean_auroc", "roc_auc", "mean AUROC"),
         ("weighted_log_loss", "log_loss", "weighted log loss"),
         ("mean_accuracy", "accuracy", "mean per-label accuracy at 0.5"),
+        ("balanced_accuracy", "balanced_accuracy", "balanced accuracy at 0.5"),
+    ],
+    "regression": [
+        ("mae", "mae", "mean absolute error"),
+        ("rmse", "rmse", "root mean squared error"),
+        ("pearson_r", "pearsonr", "Pearson r"),
     ],
 }
+TASK_TAGS = {"multi_label_classification": "multi-label-classification", "regression": "regression"}
 
 
 def _results(metrics: dict) -> dict:
@@ -128,9 +141,10 @@ def _results(metrics: dict) -> dict:
 def card_data(config, metrics: dict | None, recipe: dict | None, repo_id: str, license: str):
     results = _results(metrics)
     dataset_name = ((recipe or {}).get("data") or {}).get("builder", "unknown")
+    family = FAMILY_CARDS[config.model_type]
     eval_results = [
         EvalResult(
-            task_type="image-classification",
+            task_type=family.pipeline_tag or config.problem_type,
             dataset_type=dataset_name,
             dataset_name=dataset_name,
             dataset_split="validation",
@@ -141,16 +155,17 @@ def card_data(config, metrics: dict | None, recipe: dict | None, repo_id: str, l
         for key, metric_type, name in TASK_METRICS.get(config.problem_type, [])
         if key in results and results[key] is not None
     ]
-    family = FAMILY_CARDS[config.model_type]
     papers = family.papers
     return ModelCardData(
         library_name="transformers",
-        pipeline_tag="image-classification",
+        pipeline_tag=family.pipeline_tag,
         license=license,
         tags=["hfmed", config.model_type, "medical", "medical-imaging", *family.tags,
-              "multi-label-classification", "custom_code"],
+              TASK_TAGS.get(config.problem_type, config.problem_type), "custom_code"],
         datasets=[dataset_name],
-        metrics=[metric_type for key, metric_type, _ in TASK_METRICS.get(config.problem_type, [])],
+        # The metrics this card reports (all of the task's when the run recorded none yet).
+        metrics=[r.metric_type for r in eval_results]
+        or [metric_type for _, metric_type, _ in TASK_METRICS.get(config.problem_type, [])],
         base_model=None,
         model_name=repo_id.split("/")[-1],
         eval_results=eval_results or None,
@@ -243,6 +258,12 @@ def build_model_card(config, processor, repo_id: str, metrics: dict | None = Non
     family = FAMILY_CARDS[config.model_type]
     papers = family.papers
     labels = [config.id2label[i] for i in range(config.num_labels)]
+    if config.problem_type == "regression":
+        task_words = "regression"
+        labels_text = f"{', '.join(f'`{label}`' for label in labels)} (regression: the model outputs the value)."
+    else:
+        task_words = "classification"
+        labels_text = f"{', '.join(f'`{label}`' for label in labels)} (multi-label: one independent probability each)."
     method = "\n".join(f"- **{p.title}** ([arXiv {p.arxiv}](https://arxiv.org/abs/{p.arxiv})): {p.summary}"
                        for p in papers)
     bibtex = "\n\n".join(p.bibtex for p in papers)
@@ -267,7 +288,7 @@ in the config class (`configuration_{config.model_type}.py`).
 
 ## Intended use
 
-Research on {contract["modality"]} image classification: benchmarking, method development, teaching.
+Research on {contract["modality"]} {family.input_kind} {task_words}: benchmarking, method development, teaching.
 Out of scope: diagnosis, triage, screening, or any use on patients.
 
 ## Input contract
@@ -278,7 +299,7 @@ Out of scope: diagnosis, triage, screening, or any use on patients.
 
 ## Labels
 
-{", ".join(f"`{label}`" for label in labels)} (multi-label: one independent probability each).
+{labels_text}
 {"Per-label decision thresholds (chosen on validation): `" + json.dumps(thresholds) + "`." if thresholds else ""}
 
 ## Training recipe
@@ -293,7 +314,7 @@ Out of scope: diagnosis, triage, screening, or any use on patients.
 
 ## Usage
 
-{USAGE.format(repo_id=repo_id, example=family.example_input, dataset=family.example_dataset)}
+{(family.usage or USAGE).format(repo_id=repo_id, example=family.example_input, dataset=family.example_dataset)}
 
 ## Citation
 

@@ -1,14 +1,19 @@
-"""One-call inference on medical files: a pipeline that hands raw inputs to the family's processor.
+"""One-call inference on medical files: pipelines that hand raw inputs to the family's processor.
 
 `pipeline("image-classification")` decodes every input with PIL, which cannot read DICOM or NIfTI.
 `MedicalImageClassificationPipeline` passes paths, bytes, `pydicom.Dataset`s and arrays untouched to the
 model's image processor (which knows the modality) and returns a sigmoid / softmax score per label.
+`MedicalVolumePipeline` does the same for 3-D volumes (NIfTI paths, nibabel images, arrays) and returns
+the model's prediction (a value for a regression model, a probability per label for a classifier) with
+the per-slice attention weights when the model has them.
 """
 
-from transformers import AutoModelForImageClassification, ImageClassificationPipeline, pipeline
+import torch
+from transformers import AutoModelForImageClassification, ImageClassificationPipeline, Pipeline, pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
 TASK = "medical-image-classification"
+VOLUME_TASK = "medical-volume-prediction"
 
 
 class MedicalImageClassificationPipeline(ImageClassificationPipeline):
@@ -24,9 +29,59 @@ class MedicalImageClassificationPipeline(ImageClassificationPipeline):
         return super().postprocess(model_outputs, function_to_apply=function_to_apply, top_k=top_k)
 
 
+class MedicalVolumePipeline(Pipeline):
+    """Prediction on one 3-D volume per call (a NIfTI path, bytes, a nibabel image or an array).
+
+    Returns `{"task", "predictions", "slice_weights", "slice_axis"}`: `task` is "regression" or
+    "classification"; `predictions` has one entry per output, `{"label", "value"}` (regression, in the
+    target's unit) or `{"label", "score"}` (sigmoid probability); `slice_weights` is the list of per-slice
+    weights of an attention-pooling model (summing to 1, in slice order along `slice_axis`), else `None`.
+    """
+
+    _load_processor = False
+    _load_image_processor = True
+    _load_feature_extractor = False
+    _load_tokenizer = False
+
+    def _sanitize_parameters(self, **kwargs):
+        if kwargs:
+            raise ValueError(f"{VOLUME_TASK} takes no call arguments, got {sorted(kwargs)}")
+        return {}, {}, {}
+
+    def preprocess(self, inputs):
+        return self.image_processor(inputs, return_tensors="pt")
+
+    def _forward(self, model_inputs):
+        outputs = self.model(pixel_values=model_inputs["pixel_values"].to(self.dtype))
+        weights = getattr(outputs, "slice_weights", None)
+        return {"logits": outputs.logits, "slice_weights": weights}
+
+    def postprocess(self, model_outputs):
+        config = self.model.config
+        logits = model_outputs["logits"][0].float()
+        names = [config.id2label[i] for i in range(config.num_labels)]
+        if getattr(config, "problem_type", None) == "regression":
+            task = "regression"
+            predictions = [{"label": n, "value": float(v)} for n, v in zip(names, logits.tolist(), strict=True)]
+        else:
+            task = "classification"
+            scores = torch.sigmoid(logits).tolist()
+            predictions = [{"label": n, "score": float(p)} for n, p in zip(names, scores, strict=True)]
+        weights = model_outputs["slice_weights"]
+        return {
+            "task": task,
+            "predictions": predictions,
+            "slice_weights": None if weights is None else weights[0].float().tolist(),
+            "slice_axis": getattr(config, "slice_axis", None),
+        }
+
+
 def register_pipelines() -> None:
     PIPELINE_REGISTRY.register_pipeline(
         TASK, pipeline_class=MedicalImageClassificationPipeline, pt_model=AutoModelForImageClassification
+    )
+    PIPELINE_REGISTRY.register_pipeline(
+        VOLUME_TASK, pipeline_class=MedicalVolumePipeline, pt_model=AutoModelForImageClassification
     )
 
 
@@ -39,4 +94,21 @@ def classify(inputs, model, **kwargs):
     return pipe(inputs)
 
 
-__all__ = ["MedicalImageClassificationPipeline", "TASK", "classify", "register_pipelines"]
+def predict_volume(inputs, model, **kwargs):
+    """Predict on a NIfTI path, bytes, nibabel image or array with a model folder, Hub id or instance.
+
+    Returns the `MedicalVolumePipeline` dict (prediction and slice weights); a list of them for a list.
+    """
+    pipe = pipeline(VOLUME_TASK, model=model, **kwargs)
+    return pipe(inputs)
+
+
+__all__ = [
+    "MedicalImageClassificationPipeline",
+    "MedicalVolumePipeline",
+    "TASK",
+    "VOLUME_TASK",
+    "classify",
+    "predict_volume",
+    "register_pipelines",
+]

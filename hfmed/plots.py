@@ -222,4 +222,45 @@ def plot_roc(
     return out_path
 
 
-__all__ = ["plot_history", "plot_roc"]
+def plot_regression(predictions, targets, out_path: str | Path, target_name: str = "target") -> Path:
+    """Predicted against true values in one PNG, with the identity line and MAE / Pearson r in the title.
+
+    Args:
+        predictions: N predicted values.
+        targets: N true values (same length).
+        out_path: the PNG to write (its folder is created if missing).
+        target_name: the quantity's name for the axis labels (e.g. "age").
+    """
+    predictions = np.asarray(predictions, dtype=np.float64).reshape(-1)
+    targets = np.asarray(targets, dtype=np.float64).reshape(-1)
+    if predictions.shape != targets.shape or predictions.size == 0:
+        raise ValueError(
+            f"predictions and targets must be two non-empty lists of equal length, got {predictions.size} "
+            f"and {targets.size}"
+        )
+    if not (np.isfinite(predictions).all() and np.isfinite(targets).all()):
+        raise ValueError("predictions and targets must be finite numbers (found NaN or inf)")
+    mae = float(np.abs(predictions - targets).mean())
+    spread = predictions.std() * targets.std()
+    pearson = float(np.mean((predictions - predictions.mean()) * (targets - targets.mean())) / spread) if spread else math.nan
+
+    figure, axes = _new_figure(6, 6)
+    ax = axes[0, 0]
+    low = float(min(predictions.min(), targets.min()))
+    high = float(max(predictions.max(), targets.max()))
+    ax.plot([low, high], [low, high], linestyle="--", color="0.6", linewidth=1, label="prediction = truth")
+    ax.scatter(targets, predictions, s=14, alpha=0.7, label=f"validation ({targets.size})")
+    ax.set_xlabel(f"true {target_name}")
+    ax.set_ylabel(f"predicted {target_name}")
+    ax.set_aspect("equal")
+    ax.set_title(f"MAE {mae:.3f}, Pearson r {pearson:.3f}", fontsize="medium")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize="small")
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out_path, dpi=100)
+    return out_path
+
+
+__all__ = ["plot_history", "plot_regression", "plot_roc"]

@@ -61,6 +61,12 @@ class TrainingSection:
     mixed_precision: str = "no"
     """"no", "fp16" or "bf16"."""
     learning_rate: float = 3e-4
+    optimizer: str = "adamw"
+    """"adamw" (decoupled weight decay; our default) or "adam" (weight decay as an L2 term in the
+    gradient, what torch.optim.Adam does and the Slice-CNN official code uses)."""
+    lr_scheduler: str = "cosine"
+    """"cosine" (linear warmup then cosine decay to 0; our default) or "constant" (warmup, then the
+    learning rate stays: the Slice-CNN official code uses no schedule)."""
     module_learning_rates: dict = field(default_factory=dict)
     """Learning rate per parameter-name prefix, e.g. {"scopeformer.backbones": 1e-5}."""
     weight_decay: float = 0.05
@@ -117,6 +123,8 @@ class Recipe:
 DATA_PATH_ARGS = {"rsna_ich": ("root",), "image_csv": ("csv_path",), "nih_chestxray14": ("root",), "chexpert": ("root",)}
 MIXED_PRECISION = ("no", "fp16", "bf16")
 THRESHOLD_METHODS = ("youden", "sensitivity")
+OPTIMIZERS = ("adamw", "adam")
+LR_SCHEDULERS = ("cosine", "constant")
 
 
 def _type_ok(value, annotation) -> bool:
@@ -216,6 +224,10 @@ def validate(recipe: Recipe, check_paths: bool = True) -> Recipe:
     training = recipe.training
     if training.mixed_precision not in MIXED_PRECISION:
         raise RecipeError(f"{source}: training.mixed_precision must be one of {list(MIXED_PRECISION)}")
+    if training.optimizer not in OPTIMIZERS:
+        raise RecipeError(f"{source}: training.optimizer must be one of {list(OPTIMIZERS)}")
+    if training.lr_scheduler not in LR_SCHEDULERS:
+        raise RecipeError(f"{source}: training.lr_scheduler must be one of {list(LR_SCHEDULERS)}")
     for key in ("epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps", "log_every_steps"):
         if getattr(training, key) < 1:
             raise RecipeError(f"{source}: training.{key} must be >= 1, got {getattr(training, key)}")

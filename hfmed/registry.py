@@ -31,6 +31,14 @@ from .models.scopeformer import (
     scopeformer_config,
 )
 from .models.scopeformer.image_processing_scopeformer import ScopeformerImageProcessor
+from .models.slice_cnn import PRESETS as SLICE_CNN_PRESETS
+from .models.slice_cnn import (
+    SliceCNNConfig,
+    SliceCNNForVolumePrediction,
+    SliceCNNImageProcessor,
+    SliceCNNModel,
+    slice_cnn_config,
+)
 
 AUTO_CLASSES = {
     "AutoModel": AutoModel,
@@ -53,6 +61,9 @@ class Family:
     """Named presets of the config (architecture sizes)."""
     head: str = "AutoModelForImageClassification"
     """The Auto class of the head that training and the Hub use."""
+    processor_kwargs: object = None
+    """`(config) -> dict`: the image processor arguments a config implies (input size). Default: a square
+    `size` of `config.image_size`, what the 2-D families need."""
 
     @property
     def model_type(self) -> str:
@@ -60,6 +71,11 @@ class Family:
 
     def make_config(self, preset: str, **overrides):
         return self.config_factory(preset, **overrides)
+
+    def processor_kwargs_for(self, config) -> dict:
+        if self.processor_kwargs is not None:
+            return dict(self.processor_kwargs(config))
+        return {"size": {"height": config.image_size, "width": config.image_size}}
 
     @property
     def head_class(self) -> type:
@@ -88,6 +104,19 @@ FAMILIES = {
         image_processor_class=LTViTImageProcessor,
         config_factory=lt_vit_config,
         presets=LT_VIT_PRESETS,
+    ),
+    # 3-D volumes; one head for regression (brain age) and classification (AD): transformers has no
+    # image-regression Auto class, and its image-level heads do regression through
+    # `problem_type="regression"`, so the head answers AutoModelForImageClassification.
+    "slice_cnn": Family(
+        name="slice_cnn",
+        config_class=SliceCNNConfig,
+        base_model_class=SliceCNNModel,
+        heads={"AutoModelForImageClassification": SliceCNNForVolumePrediction},
+        image_processor_class=SliceCNNImageProcessor,
+        config_factory=slice_cnn_config,
+        presets=SLICE_CNN_PRESETS,
+        processor_kwargs=lambda config: {"target_shape": list(config.volume_shape)},
     ),
 }
 

@@ -46,7 +46,7 @@ def build_model(recipe: Recipe, processor_kwargs=None):
         model = family.head_class.from_pretrained_backbones(config)
     else:
         model = AutoModelForImageClassification.from_config(config)
-    kwargs = {"size": {"height": config.image_size, "width": config.image_size}}
+    kwargs = family.processor_kwargs_for(config)
     kwargs.update(recipe.processor)
     kwargs.update(processor_kwargs or {})
     processor = family.image_processor_class(**kwargs)
@@ -75,10 +75,14 @@ def parameter_groups(model, recipe: Recipe) -> list[dict]:
     return list(groups.values())
 
 
-def cosine_with_warmup(optimizer, warmup_steps: int, total_steps: int):
+def cosine_with_warmup(optimizer, warmup_steps: int, total_steps: int, decay: bool = True):
+    """Linear warmup, then cosine decay to 0 (or a constant learning rate with `decay=False`)."""
+
     def factor(step):
         if step < warmup_steps:
             return (step + 1) / max(1, warmup_steps)
+        if not decay:
+            return 1.0
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
@@ -103,8 +107,17 @@ def _resolve_resume(resume, output_dir: Path) -> Path | None:
     return path
 
 
+def is_regression(config) -> bool:
+    """Whether a model predicts values (MSE, raw outputs) rather than label probabilities."""
+    return getattr(config, "problem_type", None) == "regression"
+
+
 def evaluate_model(model, loader, accelerator):
-    """Mean loss, probabilities and labels over a loader, gathered across processes."""
+    """Mean loss, scores and labels over a loader, gathered across processes.
+
+    Scores are sigmoid probabilities for a classifier and the raw outputs for a regression model.
+    """
+    regression = is_regression(accelerator.unwrap_model(model).config)
     model.eval()
     losses, probabilities, labels = [], [], []
     with torch.no_grad():
@@ -113,7 +126,8 @@ def evaluate_model(model, loader, accelerator):
             count = batch["labels"].shape[0]
             loss = outputs.loss.detach().float().repeat(count)
             losses.append(accelerator.gather_for_metrics(loss).cpu())
-            probabilities.append(accelerator.gather_for_metrics(outputs.logits.float().sigmoid()).cpu())
+            scores = outputs.logits.float() if regression else outputs.logits.float().sigmoid()
+            probabilities.append(accelerator.gather_for_metrics(scores).cpu())
             labels.append(accelerator.gather_for_metrics(batch["labels"]).cpu())
     model.train()
     return (
@@ -121,6 +135,27 @@ def evaluate_model(model, loader, accelerator):
         torch.cat(probabilities).numpy(),
         torch.cat(labels).numpy(),
     )
+
+
+def evaluation_metrics(config, scores, labels, label_names) -> dict[str, float]:
+    """The validation metrics of a model's task: MAE / RMSE / Pearson r for a regression model; log loss,
+    AUROC and accuracy per label for a classifier (plus balanced accuracy when there is a single label)."""
+    from .metrics import binary_metrics, classification_metrics, regression_metrics
+
+    if is_regression(config):
+        if len(label_names) != 1:
+            raise ValueError(f"regression evaluation expects one target, the model has {len(label_names)}")
+        return regression_metrics(scores[:, 0], labels[:, 0])
+    metrics = classification_metrics(
+        scores,
+        labels,
+        label_names,
+        # A family without loss weights gets plain averaging, not the metric's RSNA default ("any" x2).
+        label_weights=getattr(config, "loss_label_weights", None) or [1.0] * len(label_names),
+    )
+    if len(label_names) == 1:
+        metrics.update(binary_metrics(scores[:, 0], labels[:, 0]))
+    return metrics
 
 
 def train(recipe: Recipe, resume=None, stop_after_steps: int | None = None, callbacks=()) -> Path:
@@ -141,8 +176,7 @@ def train(recipe: Recipe, resume=None, stop_after_steps: int | None = None, call
 
     from .data import build_dataset
     from .data.transforms import balanced_sampler, collate, make_transform, pos_weight_from_data
-    from .metrics import classification_metrics
-    from .plots import plot_history, plot_roc
+    from .plots import plot_history, plot_regression, plot_roc
     from .thresholds import choose_thresholds, operating_points
 
     training = recipe.training
@@ -166,6 +200,9 @@ def train(recipe: Recipe, resume=None, stop_after_steps: int | None = None, call
     data = build_dataset(recipe.data.builder, **recipe.data.args)
     model, processor = build_model(recipe)
     label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    regression = is_regression(model.config)
+    if training.pos_weight is not None and regression:
+        raise RecipeError("training.pos_weight applies to classification; remove it for a regression model")
     if training.pos_weight is not None:
         pos_weight = pos_weight_from_data(data["train"]) if training.pos_weight == "auto" else training.pos_weight
         model.config.loss_pos_weight = [float(w) for w in pos_weight]
@@ -190,7 +227,8 @@ def train(recipe: Recipe, resume=None, stop_after_steps: int | None = None, call
     )
 
     groups = parameter_groups(model, recipe)
-    optimizer = torch.optim.AdamW(
+    optimizer_class = torch.optim.AdamW if training.optimizer == "adamw" else torch.optim.Adam
+    optimizer = optimizer_class(
         [{k: v for k, v in g.items() if k != "names"} for g in groups], betas=tuple(training.adam_betas)
     )
     steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes / training.gradient_accumulation_steps)
@@ -201,6 +239,7 @@ def train(recipe: Recipe, resume=None, stop_after_steps: int | None = None, call
         optimizer,
         int(training.warmup_ratio * total_steps) * accelerator.num_processes,
         total_steps * accelerator.num_processes,
+        decay=training.lr_scheduler == "cosine",
     )
     model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, eval_loader, scheduler
@@ -294,14 +333,7 @@ def train(recipe: Recipe, resume=None, stop_after_steps: int | None = None, call
             return output_dir
 
         eval_loss, probabilities, labels = evaluate_model(model, eval_loader, accelerator)
-        metrics = classification_metrics(
-            probabilities,
-            labels,
-            label_names,
-            # A family without loss weights gets plain averaging, not the metric's RSNA default ("any" x2).
-            label_weights=getattr(accelerator.unwrap_model(model).config, "loss_label_weights", None)
-            or [1.0] * len(label_names),
-        )
+        metrics = evaluation_metrics(accelerator.unwrap_model(model).config, probabilities, labels, label_names)
         record = {"epoch": epoch + 1, "step": state["step"], "train_loss": state["running_loss"] / max(state["seen"], 1)}
         record.update({"eval_loss": eval_loss}, **{f"eval_{k}": v for k, v in metrics.items()})
         state["history"].append(record)
@@ -328,30 +360,36 @@ def train(recipe: Recipe, resume=None, stop_after_steps: int | None = None, call
         best_eval = _evaluate_saved(output_dir / "model", eval_loader, accelerator)
     if accelerator.is_main_process:
         probabilities, labels = best_eval
-        thresholds = choose_thresholds(
-            probabilities,
-            labels,
-            method=recipe.evaluation.threshold_method,
-            target_sensitivity=recipe.evaluation.target_sensitivity,
-        )
-        _write_thresholds(output_dir / "model", thresholds)
         report = {
             "recipe": recipe.name,
+            "task": "regression" if regression else "classification",
             "best": state["best"],
             "history": state["history"],
-            "thresholds": {
+        }
+        plots = output_dir / "plots"
+        if regression:
+            plot_regression(probabilities[:, 0], labels[:, 0], plots / "predictions.png", label_names[0])
+        else:
+            thresholds = choose_thresholds(
+                probabilities,
+                labels,
+                method=recipe.evaluation.threshold_method,
+                target_sensitivity=recipe.evaluation.target_sensitivity,
+            )
+            _write_thresholds(output_dir / "model", thresholds)
+            report["thresholds"] = {
                 "method": recipe.evaluation.threshold_method,
                 "operating_points": operating_points(probabilities, labels, thresholds, label_names),
-            },
-            "steps": state["step"],
-            "wall_time_s": round(time.time() - started, 1),
-            "num_processes": accelerator.num_processes,
-            "distributed_type": accelerator.distributed_type.value,
-        }
+            }
+            plot_roc(probabilities, labels, label_names, plots / "roc.png", thresholds=thresholds)
+        report.update(
+            steps=state["step"],
+            wall_time_s=round(time.time() - started, 1),
+            num_processes=accelerator.num_processes,
+            distributed_type=accelerator.distributed_type.value,
+        )
         (output_dir / "metrics.json").write_text(json.dumps(_json_safe(report), indent=2, allow_nan=False) + "\n")
-        plots = output_dir / "plots"
         plot_history(state["history"], plots, step_losses=state["step_losses"])
-        plot_roc(probabilities, labels, label_names, plots / "roc.png", thresholds=thresholds)
     accelerator.wait_for_everyone()
     call("on_train_end", model, accelerator)
     accelerator.end_training()
@@ -414,7 +452,7 @@ def _write_thresholds(folder: Path, thresholds):
 
 
 def _format_record(record: dict, metric: str) -> str:
-    keys = ["eval_loss", f"eval_{metric}", "eval_weighted_log_loss", "eval_mean_accuracy"]
+    keys = ["eval_loss", f"eval_{metric}", "eval_weighted_log_loss", "eval_mean_accuracy", "eval_mae", "eval_pearson_r"]
     shown = " ".join(f"{k}={record[k]:.4f}" for k in dict.fromkeys(keys) if k in record)
     return f"epoch {record['epoch']} step {record['step']} train_loss={record['train_loss']:.4f} {shown}"
 

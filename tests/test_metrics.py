@@ -73,7 +73,7 @@ def test_each_metric_is_a_folder_with_a_script_of_the_same_name():
 
 
 def test_unknown_metric_names_the_available_ones():
-    with pytest.raises(ValueError, match="multilabel_accuracy, multilabel_auroc, rsna_weighted_log_loss"):
+    with pytest.raises(ValueError, match="binary_classification, multilabel_accuracy, multilabel_auroc, regression, rsna_weighted_log_loss"):
         load_metric("accuracy")
 
 

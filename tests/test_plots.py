@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hfmed.plots import plot_history, plot_roc
+from hfmed.plots import plot_history, plot_regression, plot_roc
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -81,3 +81,26 @@ def test_plot_roc_checks_its_inputs(tmp_path):
     with pytest.raises(ValueError, match="thresholds has 3 entries for 2 labels"):
         plot_roc(probabilities, labels, ["a", "b"], tmp_path / "roc.png", thresholds=[0.5, 0.5, 0.5])
     assert not (tmp_path / "roc.png").exists()
+
+
+def test_plot_regression_writes_a_scatter_with_mae_in_the_title(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    targets = rng.uniform(45, 85, 40)
+    predictions = targets + rng.normal(0, 3, 40)
+    titles = []
+    from matplotlib.axes import Axes
+
+    original = Axes.set_title
+    monkeypatch.setattr(Axes, "set_title", lambda self, text, **kw: titles.append(text) or original(self, text, **kw))
+    path = plot_regression(predictions, targets, tmp_path / "sub" / "pred.png", "age")
+    assert_png(path)
+    expected_mae = np.abs(predictions - targets).mean()
+    expected_r = np.corrcoef(predictions, targets)[0, 1]
+    assert titles == [f"MAE {expected_mae:.3f}, Pearson r {expected_r:.3f}"]
+
+
+def test_plot_regression_checks_its_inputs(tmp_path):
+    with pytest.raises(ValueError, match="equal length"):
+        plot_regression([1.0, 2.0], [1.0], tmp_path / "a.png")
+    with pytest.raises(ValueError, match="NaN"):
+        plot_regression([1.0, float("nan")], [1.0, 2.0], tmp_path / "a.png")

@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -96,3 +97,30 @@ def test_bad_values_are_reported(tmp_path, data, message):
 def test_missing_recipe_file(tmp_path):
     with pytest.raises(RecipeError, match="does not exist"):
         load_recipe(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("training.optimizer=sgd", "training.optimizer must be one of"), ("training.lr_scheduler=step", "lr_scheduler")],
+)
+def test_unknown_optimizer_or_schedule_is_a_clear_error(override, message):
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(CONFIGS / "scopeformer-efficient-demo.yaml", [override], check_paths=False)
+
+
+def test_constant_schedule_keeps_the_learning_rate_after_warmup_and_cosine_decays_it():
+    from hfmed.train import cosine_with_warmup
+
+    def rates(decay):
+        optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        scheduler = cosine_with_warmup(optimizer, warmup_steps=2, total_steps=10, decay=decay)
+        out = []
+        for _ in range(10):
+            out.append(scheduler.get_last_lr()[0])
+            optimizer.step()
+            scheduler.step()
+        return out
+
+    assert rates(False) == pytest.approx([0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    cosine = rates(True)
+    assert cosine[:3] == pytest.approx([0.5, 1.0, 1.0]) and cosine[-1] == pytest.approx(0.5 * (1 + np.cos(np.pi * 7 / 8)))

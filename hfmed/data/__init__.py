@@ -3,10 +3,13 @@
     from hfmed.data import build_dataset
     data = build_dataset("synthetic_ct", num_patients=60, slices_per_patient=8)   # or "rsna_ich", ...
     data = build_dataset("synthetic_cxr")   # multi-label chest X-ray: or "nih_chestxray14", "chexpert"
+    data = build_dataset("synthetic_brain", target="age")   # 3-D brain MRI (NIfTI): or "nifti_csv"
 
 Every builder returns `train` and `validation` splits (and `test` when asked for) with the columns `path`
 (absolute file path; the `hub` builder has an `image` column instead), `labels` (float32, one value per
-label in the builder's `label_names` order, default `RSNA_LABELS`) and `patient_id` (str). Pixels are never
+label in the builder's `label_names` order, default `RSNA_LABELS`) and `patient_id` (str). The MRI builders
+(`nifti_csv`, `synthetic_brain`) give `path`, `image` (a `datasets.Nifti` of the same file, decoded lazily),
+`labels` (float32, length 1: age in years, or AD = 1 / CN = 0) and `subject_id` instead. Pixels are never
 stored: `hfmed.data.transforms.make_transform` decodes them lazily, in DataLoader workers.
 
 Not imported by `import hfmed` (it needs the `train` extra: datasets, pandas).
@@ -22,7 +25,14 @@ from datasets import DatasetDict
 from .cxr import CHEXPERT_LABELS, NIH_LABELS, load_chexpert, load_nih_chestxray14
 from .folder import load_image_csv
 from .hub import load_hub_dataset
+from .nifti import ADNI_DIAGNOSIS_MAP, load_nifti_csv
 from .rsna import load_rsna_ich, patient_split
+from .synthetic_brain import (
+    ensure_synthetic_brain,
+    load_synthetic_brain,
+    synthetic_brain_volume,
+    write_synthetic_brain,
+)
 from .synthetic_ct import ensure_synthetic_rsna, load_synthetic_ct, synthetic_ct_slice, write_synthetic_rsna
 from .synthetic_cxr import (
     LABEL_REGIONS,
@@ -42,6 +52,8 @@ BUILDERS: dict[str, Callable[..., DatasetDict]] = {
     "synthetic_cxr": load_synthetic_cxr,
     "nih_chestxray14": load_nih_chestxray14,
     "chexpert": load_chexpert,
+    "nifti_csv": load_nifti_csv,
+    "synthetic_brain": load_synthetic_brain,
 }
 
 
@@ -65,6 +77,7 @@ def build_dataset(builder: str, **kwargs) -> DatasetDict:
 
 
 __all__ = [
+    "ADNI_DIAGNOSIS_MAP",
     "BUILDERS",
     "CHEXPERT_LABELS",
     "LABEL_REGIONS",
@@ -73,19 +86,24 @@ __all__ = [
     "balanced_sampler",
     "build_dataset",
     "collate",
+    "ensure_synthetic_brain",
     "ensure_synthetic_rsna",
     "load_hub_dataset",
     "load_chexpert",
     "load_image_csv",
+    "load_nifti_csv",
     "load_nih_chestxray14",
     "load_rsna_ich",
+    "load_synthetic_brain",
     "load_synthetic_ct",
     "load_synthetic_cxr",
     "make_transform",
     "patient_split",
     "pos_weight_from_data",
+    "synthetic_brain_volume",
     "synthetic_ct_slice",
     "synthetic_cxr_image",
+    "write_synthetic_brain",
     "write_synthetic_chexpert",
     "write_synthetic_nih",
     "write_synthetic_rsna",

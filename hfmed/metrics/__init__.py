@@ -1,9 +1,10 @@
-"""Evaluation metrics for multi-label medical classifiers, as local `evaluate` modules.
+"""Evaluation metrics for medical classifiers and regressors, as local `evaluate` modules.
 
 Each metric is a folder `hfmed/metrics/<name>/<name>.py` that `evaluate.load(path)` reads offline (the
-Hub copies of `evaluate`'s canonical metrics are not needed). `classification_metrics` runs them all and
-returns one flat dict of floats, for a training loop; `make_compute_metrics` wraps it for
-`transformers.Trainer(compute_metrics=...)`.
+Hub copies of `evaluate`'s canonical metrics are not needed). `classification_metrics` (multi-label: log loss,
+AUROC, accuracy per label), `binary_metrics` (one label: accuracy, balanced accuracy, AUROC) and
+`regression_metrics` (one output: MAE, RMSE, Pearson r) run them and return one flat dict of floats, for a
+training loop; `make_compute_metrics` wraps them for `transformers.Trainer(compute_metrics=...)`.
 
 `evaluate` takes seconds to import, so it is imported inside the functions that need it, never when
 `hfmed.metrics` is imported.
@@ -48,9 +49,9 @@ def _cached_metric(name: str):
 
 
 def _to_numpy(values) -> np.ndarray:
-    # Accept torch tensors (on any device, with grad) without importing torch here.
+    # Accept torch tensors (on any device, with grad, any float type) without importing torch here.
     if hasattr(values, "detach"):
-        values = values.detach().float().cpu().numpy()
+        values = values.detach().double().cpu().numpy()
     return np.asarray(values, dtype=np.float64)
 
 
@@ -99,19 +100,106 @@ def classification_metrics(
     return results
 
 
+def _one_output(values, name: str) -> np.ndarray:
+    """(N,) float64 from an (N,) or (N, 1) array, list or tensor (one output per example)."""
+    array = _to_numpy(values)
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 1:
+        raise ValueError(f"{name} must have shape (N,) or (N, 1), one value per example; got {array.shape}")
+    return array
+
+
+def _same_length(first: np.ndarray, second: np.ndarray, names: str) -> None:
+    if first.shape[0] != second.shape[0]:
+        raise ValueError(f"{names} must have the same length; got {first.shape[0]} and {second.shape[0]}")
+
+
+def regression_metrics(predictions, targets) -> dict[str, float]:
+    """MAE, RMSE and Pearson's r of a single-output regression model (e.g. brain age in years).
+
+    Args:
+        predictions: (N,) or (N, 1) predicted values (the model's raw output), numpy array, list or tensor.
+        targets: (N,) or (N, 1) target values.
+
+    Returns:
+        `{"mae", "rmse", "pearson_r"}`; `pearson_r` is `nan` when predictions or targets are constant.
+
+    Raises:
+        ValueError: other shapes, different lengths, no example, NaN or infinite values.
+    """
+    predictions = _one_output(predictions, "predictions")
+    targets = _one_output(targets, "targets")
+    _same_length(predictions, targets, "predictions and targets")
+    output = _cached_metric("regression").compute(predictions=predictions, references=targets)
+    return {key: float(value) for key, value in output.items()}
+
+
+def binary_metrics(probabilities, labels, threshold: float = 0.5) -> dict[str, float]:
+    """Accuracy, balanced accuracy and AUROC of a binary classifier (e.g. AD = 1 vs CN = 0).
+
+    Args:
+        probabilities: (N,) or (N, 1) probabilities of the positive class (after the sigmoid).
+        labels: (N,) or (N, 1) labels, each 0 or 1.
+        threshold: a prediction is positive when its probability is at least `threshold`.
+
+    Returns:
+        `{"accuracy", "balanced_accuracy", "auroc"}`; `auroc` is `nan` when `labels` hold a single class.
+
+    Raises:
+        ValueError: other shapes, different lengths, no example, NaN, probabilities outside [0, 1], labels
+            other than 0 / 1.
+    """
+    probabilities = _one_output(probabilities, "probabilities")
+    labels = _one_output(labels, "labels")
+    _same_length(probabilities, labels, "probabilities and labels")
+    output = _cached_metric("binary_classification").compute(
+        predictions=probabilities, references=labels, threshold=float(threshold)
+    )
+    return {key: float(value) for key, value in output.items()}
+
+
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
     # exp(-log(1 + exp(-x))) neither overflows for large |x| nor loses small probabilities to rounding.
     return np.exp(-np.logaddexp(0.0, -logits))
+
+
+TASKS = ("multi_label_classification", "binary", "regression")
 
 
 def make_compute_metrics(
     label_names: Sequence[str],
     label_weights: Sequence[float] | None = None,
     thresholds: float | Sequence[float] | None = None,
+    task: str = "multi_label_classification",
 ) -> Callable[..., dict[str, float]]:
-    """A `compute_metrics(eval_pred)` for `transformers.Trainer`: sigmoid of the logits, then
-    `classification_metrics`. When the model returns extra outputs, the logits are taken to be the first."""
+    """A `compute_metrics(eval_pred)` for `transformers.Trainer`. When the model returns extra outputs, the
+    logits are taken to be the first.
+
+    Args:
+        label_names: the names of the model's outputs (one for "binary" and "regression").
+        label_weights, thresholds: see `classification_metrics` (classification tasks only).
+        task: "multi_label_classification" (sigmoid of the logits, then `classification_metrics`), "binary"
+            (one label: the same, plus `binary_metrics` at `thresholds`, default 0.5) or "regression" (one
+            output: `regression_metrics` of the raw logits).
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}")
     label_names = [str(name) for name in label_names]
+    if task != "multi_label_classification" and len(label_names) != 1:
+        raise ValueError(
+            f"task {task!r} has one output, but label_names has {len(label_names)}: {label_names}"
+        )
+    if task == "regression" and (label_weights is not None or thresholds is not None):
+        raise ValueError(
+            "label_weights and thresholds are for classification; task 'regression' takes neither"
+        )
+    binary_threshold = 0.5
+    if task == "binary" and thresholds is not None:
+        values = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+        if values.shape[0] != 1:
+            raise ValueError(f"task 'binary' takes one threshold, got {thresholds!r}")
+        binary_threshold = float(values[0])
 
     def compute_metrics(eval_pred) -> dict[str, float]:
         logits, label_ids = eval_pred.predictions, eval_pred.label_ids
@@ -119,16 +207,27 @@ def make_compute_metrics(
             logits = logits[0]
         if isinstance(label_ids, (tuple, list)):
             label_ids = label_ids[0]
+        if task == "regression":
+            return regression_metrics(logits, label_ids)
         probabilities = _sigmoid(_to_numpy(logits))
-        return classification_metrics(probabilities, label_ids, label_names, label_weights, thresholds)
+        if task == "binary":
+            probabilities = _one_output(probabilities, "logits")[:, None]
+            label_ids = _one_output(label_ids, "labels")[:, None]
+        results = classification_metrics(probabilities, label_ids, label_names, label_weights, thresholds)
+        if task == "binary":
+            results.update(binary_metrics(probabilities, label_ids, binary_threshold))
+        return results
 
     return compute_metrics
 
 
 __all__ = [
     "METRICS_DIR",
+    "TASKS",
     "available_metrics",
+    "binary_metrics",
     "classification_metrics",
     "load_metric",
     "make_compute_metrics",
+    "regression_metrics",
 ]
