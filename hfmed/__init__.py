@@ -1,7 +1,7 @@
 """hfmed: medical-imaging research models as Hugging Face citizens.
 
 `import hfmed` registers every family with the transformers Auto classes and the
-`medical-image-classification` pipeline task.
+`medical-image-classification` and `medical-volume-prediction` pipeline tasks.
 """
 
 from .models.lt_vit import (
@@ -18,6 +18,16 @@ from .models.scopeformer import (
     scopeformer_config,
 )
 from .models.scopeformer.image_processing_scopeformer import ScopeformerImageProcessor
+from .models.slice_cnn import (
+    SliceCNNConfig,
+    SliceCNNForVolumeClassification,
+    SliceCNNForVolumePrediction,
+    SliceCNNForVolumeRegression,
+    SliceCNNImageProcessor,
+    SliceCNNModel,
+    convert_original_state_dict,
+    slice_cnn_config,
+)
 from .pipelines import register_pipelines
 from .registry import FAMILIES, family_for, register_all
 
@@ -37,6 +47,14 @@ __all__ = [
     "ScopeformerForImageClassification",
     "ScopeformerImageProcessor",
     "ScopeformerModel",
+    "SliceCNNConfig",
+    "SliceCNNForVolumeClassification",
+    "SliceCNNForVolumePrediction",
+    "SliceCNNForVolumeRegression",
+    "SliceCNNImageProcessor",
+    "SliceCNNModel",
+    "convert_original_state_dict",
     "family_for",
     "scopeformer_config",
+    "slice_cnn_config",
 ]

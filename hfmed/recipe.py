@@ -120,7 +120,8 @@ class Recipe:
 
 
 # Builder arguments that are paths and must exist before a run starts.
-DATA_PATH_ARGS = {"rsna_ich": ("root",), "image_csv": ("csv_path",), "nih_chestxray14": ("root",), "chexpert": ("root",)}
+DATA_PATH_ARGS = {"rsna_ich": ("root",), "image_csv": ("csv_path",), "nih_chestxray14": ("root",), "chexpert": ("root",),
+                  "nifti_csv": ("csv_path",)}
 MIXED_PRECISION = ("no", "fp16", "bf16")
 THRESHOLD_METHODS = ("youden", "sensitivity")
 OPTIMIZERS = ("adamw", "adam")

@@ -10,9 +10,10 @@ from hfmed.recipe import RecipeError, load_recipe
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PUBLISHED = ["scopeformer-base", "scopeformer-efficient", "scopeformer-efficient-small"]
 LT_VIT = ["lt-vit-small-nih14", "lt-vit-small-chexpert", "lt-vit-base-nih14", "lt-vit-demo"]
+SLICE_CNN = ["slice-cnn-brain-age", "slice-cnn-ad", "slice-cnn-demo"]
 
 
-@pytest.mark.parametrize("name", [*PUBLISHED, "scopeformer-efficient-demo", *LT_VIT])
+@pytest.mark.parametrize("name", [*PUBLISHED, "scopeformer-efficient-demo", *LT_VIT, *SLICE_CNN])
 def test_shipped_recipes_parse_and_name_a_hub_repo(name):
     recipe = load_recipe(CONFIGS / f"{name}.yaml", check_paths=False)
     assert recipe.name == name
@@ -124,3 +125,30 @@ def test_constant_schedule_keeps_the_learning_rate_after_warmup_and_cosine_decay
     assert rates(False) == pytest.approx([0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
     cosine = rates(True)
     assert cosine[:3] == pytest.approx([0.5, 1.0, 1.0]) and cosine[-1] == pytest.approx(0.5 * (1 + np.cos(np.pi * 7 / 8)))
+
+
+@pytest.mark.parametrize(
+    ("name", "task", "parameters"),
+    # The paper's brain-age model has exactly the official implementation's 11,203,841 parameters.
+    [("slice-cnn-brain-age", "regression", 11_203_841), ("slice-cnn-ad", "classification", 11_203_841)],
+)
+def test_slice_cnn_recipes_build_the_paper_model_and_its_processor(name, task, parameters):
+    from hfmed.train import build_model
+
+    recipe = load_recipe(CONFIGS / f"{name}.yaml", ["model.pretrained_backbones=false"], check_paths=False)
+    assert (recipe.training.optimizer, recipe.training.learning_rate, recipe.training.weight_decay) == ("adam", 1e-4, 1e-4)
+    assert (recipe.training.batch_size, recipe.training.epochs, recipe.training.lr_scheduler) == (8, 100, "constant")
+    with torch.device("meta"):
+        model, processor = build_model(recipe)
+    assert model.config.task == task and model.config.aggregation == "mean" and model.config.slice_axis == 1
+    assert sum(p.numel() for p in model.parameters()) == parameters
+    assert list(processor.target_shape) == [91, 109, 91] and list(processor.target_spacing) == [2.0, 2.0, 2.0]
+
+
+def test_slice_cnn_demo_processor_matches_the_model_volume():
+    from hfmed.train import build_model
+
+    recipe = load_recipe(CONFIGS / "slice-cnn-demo.yaml", check_paths=False)
+    with torch.device("meta"):
+        model, processor = build_model(recipe)
+    assert list(processor.target_shape) == list(model.config.volume_shape) == recipe.data.args["shape"]

@@ -204,3 +204,31 @@ def test_upload_stages_an_lt_vit_run_unchanged_with_a_chest_x_ray_card(tmp_path)
     assert {"chest-x-ray", "x-ray", "lt_vit", "medical"} <= set(card.data.tags)
     assert "2311.07263" in card.text and "Atelectasis" in card.text and "chest.png" in card.text
     assert (out / "space" / "model_id.txt").read_text().strip() == "org/lt-vit"
+
+
+def test_upload_stages_a_slice_cnn_regression_run_unchanged_with_an_mri_card(tmp_path):
+    from hfmed import SliceCNNForVolumePrediction, SliceCNNImageProcessor, slice_cnn_config
+
+    run = tmp_path / "run"
+    config = slice_cnn_config("slice-cnn-tiny", task="regression")
+    SliceCNNForVolumePrediction(config).save_pretrained(run / "model")
+    SliceCNNImageProcessor(target_shape=config.volume_shape).save_pretrained(run / "model")
+    metrics = {"mae": 3.25, "rmse": 4.5, "pearson_r": 0.9}
+    (run / "metrics.json").write_text(json.dumps({
+        "task": "regression", "best": {"score": 3.25, "epoch": 7, "step": 70, "metrics": metrics}, "history": [],
+    }))
+    out = tmp_path / "staged"
+    assert upload.main([str(run), "--repo-id", "org/slice-cnn", "--dry-run", "--out", str(out),
+                        "--space", str(ROOT / "spaces" / "slice_cnn"), "--space-id", "org/slice-cnn-space"]) == 0
+    files = {p.name for p in (out / "model").iterdir()}
+    assert {"modeling_slice_cnn.py", "configuration_slice_cnn.py", "image_processing_slice_cnn.py"} <= files
+    card = ModelCard.load(out / "model" / "README.md")
+    assert {"mri", "3d", "slice_cnn", "regression"} <= set(card.data.tags)
+    assert "multi-label-classification" not in card.data.tags and card.data.pipeline_tag is None
+    results = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert results == {"mae": 3.25, "rmse": 4.5, "pearsonr": 0.9}
+    # MONAI vocabulary of the processor's input contract, and the volume snippets
+    for fact in ('"MR"', '"RAS"', "z-score", "predict_volume", "2303.01491", "regression: the model outputs"):
+        assert fact in card.text, fact
+    assert "volume regression" in card.text
+    assert (out / "space" / "model_id.txt").read_text().strip() == "org/slice-cnn"
