@@ -86,3 +86,38 @@ def test_trainer_fine_tunes_reports_metrics_and_saves_a_reloadable_checkpoint(tm
     with torch.no_grad():
         torch.testing.assert_close(reloaded(pixel_values=batch["pixel_values"]).logits,
                                    model(pixel_values=batch["pixel_values"]).logits)
+
+
+def test_trainer_fine_tunes_a_slice_cnn_brain_age_model_with_regression_metrics(tmp_path):
+    from hfmed import SliceCNNForVolumePrediction, SliceCNNImageProcessor, slice_cnn_config
+
+    torch.manual_seed(0)
+    data = build_dataset(
+        "synthetic_brain", root=str(tmp_path / "data"), num_subjects=16, shape=[24, 28, 24], spacing=8.0,
+        val_fraction=0.25, seed=0,
+    )
+    config = slice_cnn_config(
+        "slice-cnn-tiny", volume_shape=[24, 28, 24], task="regression", regression_target_mean=65.0
+    )
+    model = SliceCNNForVolumePrediction(config)
+    processor = SliceCNNImageProcessor(target_spacing=[8.0, 8.0, 8.0], target_shape=[24, 28, 24])
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "trainer"), per_device_train_batch_size=4, per_device_eval_batch_size=8,
+        num_train_epochs=4, learning_rate=3e-3, eval_strategy="epoch", save_strategy="no", logging_steps=1,
+        remove_unused_columns=False, label_names=["labels"], report_to=[], use_cpu=True, seed=0,
+    )
+    trainer = Trainer(
+        model=model, args=args,
+        train_dataset=data["train"].with_transform(make_transform(processor, train=True)),
+        eval_dataset=data["validation"].with_transform(make_transform(processor)),
+        data_collator=collate, processing_class=processor,
+        compute_metrics=make_compute_metrics(["age"], task="regression"),
+    )
+    trainer.train()
+    last = trainer.evaluate()
+    # Trainer's eval loss is the MSE over the split: the RMSE metric must agree with it
+    assert last["eval_rmse"] == pytest.approx(math.sqrt(last["eval_loss"]), rel=1e-4)
+    predicted = trainer.predict(data["validation"].with_transform(make_transform(processor)))
+    errors = predicted.predictions[:, 0] - predicted.label_ids[:, 0]
+    assert last["eval_mae"] == pytest.approx(float(abs(errors).mean()), rel=1e-5)
+    assert len(trainer.state.log_history) > 3 and -1.0 <= last["eval_pearson_r"] <= 1.0
