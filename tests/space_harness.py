@@ -81,6 +81,54 @@ def wait_until_up(info: dict, timeout: float = 90) -> dict:
         time.sleep(0.25)
 
 
+def space_server_fixtures(app_path: Path):
+    """The module fixtures `_server_process` (autouse: the Space boots while in-process tests run), `server`
+    (once it answers) and `client` (gradio_client) for the Space `app_path`; the module defines `model_dir`.
+
+        _server_process, server, client = space_server_fixtures(SPACE / "app.py")
+    """
+
+    @pytest.fixture(scope="module", autouse=True)
+    def _server_process(model_dir, tmp_path_factory):
+        with space_process(app_path, model_dir, tmp_path_factory.mktemp("server")) as info:
+            yield info
+
+    @pytest.fixture(scope="module")
+    def server(_server_process):
+        return wait_until_up(_server_process)
+
+    @pytest.fixture(scope="module")
+    def client(server):
+        from gradio_client import Client
+
+        downloads = str(server["root"] / "downloads")
+        return Client(server["url"], verbose=False, analytics_enabled=False, download_files=downloads)
+
+    return _server_process, server, client
+
+
+def check_model_source_order(app, monkeypatch, tmp_path, missing_hint: str) -> None:
+    """HFMED_MODEL beats model_id.txt beats the local demo run; with none, an error naming `missing_hint`."""
+    monkeypatch.delenv("HFMED_MODEL", raising=False)
+    monkeypatch.setattr(app, "MODEL_ID_FILE", tmp_path / "model_id.txt")
+    monkeypatch.setattr(app, "DEFAULT_MODEL_DIR", tmp_path / "runs" / "model")
+    with pytest.raises(app.ModelNotFoundError, match=rf"{missing_hint}.*HFMED_MODEL"):
+        app.resolve_model_source()
+    (tmp_path / "runs" / "model").mkdir(parents=True)
+    (tmp_path / "runs" / "model" / "config.json").write_text("{}")
+    assert app.resolve_model_source() == str(tmp_path / "runs" / "model")
+    (tmp_path / "model_id.txt").write_text("org/published-model\n")
+    assert app.resolve_model_source() == "org/published-model"
+    monkeypatch.setenv("HFMED_MODEL", "org/from-env")
+    assert app.resolve_model_source() == "org/from-env"
+
+
+def check_imports_nothing_from_hfmed(space: Path) -> None:
+    """The Space runs where hfmed is not installed: app.py never imports it."""
+    source = (space / "app.py").read_text()
+    assert not re.search(r"^\s*(from|import)\s+hfmed\b", source, flags=re.M)
+
+
 def chromium() -> str:
     for candidate in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
         if candidate and os.access(candidate, os.X_OK):

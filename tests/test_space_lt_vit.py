@@ -17,12 +17,13 @@ from hfmed.hub import save_for_hub
 from hfmed.models.lt_vit import LTViTForImageClassification, LTViTImageProcessor, lt_vit_config
 from tests.space_harness import (
     REPO,
+    check_imports_nothing_from_hfmed,
+    check_model_source_order,
     distinct_colours,
     front_matter,
     import_app,
     render_page,
-    space_process,
-    wait_until_up,
+    space_server_fixtures,
 )
 
 SPACE = REPO / "spaces" / "lt_vit"
@@ -218,46 +219,17 @@ def test_uploads_are_deleted_after_the_answer_but_examples_are_kept(app, tmp_pat
 
 
 def test_model_source_order_and_the_missing_model_message(app, monkeypatch, tmp_path):
-    monkeypatch.delenv("HFMED_MODEL", raising=False)
-    monkeypatch.setattr(app, "MODEL_ID_FILE", tmp_path / "model_id.txt")
-    monkeypatch.setattr(app, "DEFAULT_MODEL_DIR", tmp_path / "runs" / "model")
-    with pytest.raises(app.ModelNotFoundError, match=r"lt-vit-demo.*HFMED_MODEL"):
-        app.resolve_model_source()
-    (tmp_path / "runs" / "model").mkdir(parents=True)
-    (tmp_path / "runs" / "model" / "config.json").write_text("{}")
-    assert app.resolve_model_source() == str(tmp_path / "runs" / "model")
-    (tmp_path / "model_id.txt").write_text("org/published-model\n")
-    assert app.resolve_model_source() == "org/published-model"
-    monkeypatch.setenv("HFMED_MODEL", "org/from-env")
-    assert app.resolve_model_source() == "org/from-env"
+    check_model_source_order(app, monkeypatch, tmp_path, "lt-vit-demo")
 
 
 def test_the_app_imports_nothing_from_hfmed():
-    source = (SPACE / "app.py").read_text()
-    assert not re.search(r"^\s*(from|import)\s+hfmed\b", source, flags=re.M)
+    check_imports_nothing_from_hfmed(SPACE)
 
 
 # --- the running app: HTTP API and page ---------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _server_process(model_dir, tmp_path_factory):
-    """Starts the Space first thing (autouse), so it boots while the in-process tests run."""
-    with space_process(SPACE / "app.py", model_dir, tmp_path_factory.mktemp("server")) as info:
-        yield info
-
-
-@pytest.fixture(scope="module")
-def server(_server_process):
-    return wait_until_up(_server_process)
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    from gradio_client import Client
-
-    downloads = str(server["root"] / "downloads")
-    return Client(server["url"], verbose=False, analytics_enabled=False, download_files=downloads)
+_server_process, server, client = space_server_fixtures(SPACE / "app.py")
 
 
 def test_client_predict_on_a_png_and_a_dicom(client, model_dir):

@@ -18,12 +18,13 @@ from hfmed import ScopeformerForImageClassification, ScopeformerImageProcessor, 
 from hfmed.hub import save_for_hub
 from tests.space_harness import (
     REPO,
+    check_imports_nothing_from_hfmed,
+    check_model_source_order,
     distinct_colours,
     front_matter,
     import_app,
     render_page,
-    space_process,
-    wait_until_up,
+    space_server_fixtures,
 )
 
 SPACE = REPO / "spaces" / "scopeformer"
@@ -169,18 +170,11 @@ def test_uploads_are_deleted_after_the_answer_but_examples_are_kept(app, tmp_pat
 
 
 def test_model_source_order_and_the_missing_model_message(app, monkeypatch, tmp_path):
-    monkeypatch.delenv("HFMED_MODEL", raising=False)
-    monkeypatch.setattr(app, "MODEL_ID_FILE", tmp_path / "model_id.txt")
-    monkeypatch.setattr(app, "DEFAULT_MODEL_DIR", tmp_path / "runs" / "model")
-    with pytest.raises(app.ModelNotFoundError, match=r"make demo.*HFMED_MODEL"):
-        app.resolve_model_source()
-    (tmp_path / "runs" / "model").mkdir(parents=True)
-    (tmp_path / "runs" / "model" / "config.json").write_text("{}")
-    assert app.resolve_model_source() == str(tmp_path / "runs" / "model")
-    (tmp_path / "model_id.txt").write_text("org/published-model\n")
-    assert app.resolve_model_source() == "org/published-model"
-    monkeypatch.setenv("HFMED_MODEL", "org/from-env")
-    assert app.resolve_model_source() == "org/from-env"
+    check_model_source_order(app, monkeypatch, tmp_path, "make demo")
+
+
+def test_the_app_imports_nothing_from_hfmed():
+    check_imports_nothing_from_hfmed(SPACE)
 
 
 def test_validation_thresholds_set_the_slider_and_are_shown(app, monkeypatch, tmp_path):
@@ -210,24 +204,7 @@ def test_validation_thresholds_set_the_slider_and_are_shown(app, monkeypatch, tm
 # --- the running app: HTTP API and page ---------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _server_process(model_dir, tmp_path_factory):
-    """Starts the Space first thing (autouse), so it boots while the in-process tests run."""
-    with space_process(SPACE / "app.py", model_dir, tmp_path_factory.mktemp("server")) as info:
-        yield info
-
-
-@pytest.fixture(scope="module")
-def server(_server_process):
-    return wait_until_up(_server_process)
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    from gradio_client import Client
-
-    downloads = str(server["root"] / "downloads")
-    return Client(server["url"], verbose=False, analytics_enabled=False, download_files=downloads)
+_server_process, server, client = space_server_fixtures(SPACE / "app.py")
 
 
 def test_client_predict_on_a_dicom_and_a_png(client, model_dir):
