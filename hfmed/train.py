@@ -203,6 +203,8 @@ def train(recipe: Recipe, resume=None, stop_after_steps: int | None = None, call
     regression = is_regression(model.config)
     if training.pos_weight is not None and regression:
         raise RecipeError("training.pos_weight applies to classification; remove it for a regression model")
+    if recipe.data.balanced_sampler and regression:
+        raise RecipeError("data.balanced_sampler evens out labels of a classifier; set it to false for regression")
     if training.pos_weight is not None:
         pos_weight = pos_weight_from_data(data["train"]) if training.pos_weight == "auto" else training.pos_weight
         model.config.loss_pos_weight = [float(w) for w in pos_weight]

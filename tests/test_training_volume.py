@@ -89,8 +89,14 @@ def test_a_classification_run_reports_balanced_accuracy_and_a_threshold(tmp_path
     assert config["label_thresholds"] == [report["thresholds"]["operating_points"]["AD"]["threshold"]]
 
 
-def test_pos_weight_on_a_regression_recipe_is_a_clear_error(tmp_path):
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("training.pos_weight=auto", "pos_weight applies to classification"),
+     ("data.balanced_sampler=true", "balanced_sampler evens out labels of a classifier")],
+)
+def test_classification_only_options_on_a_regression_recipe_are_clear_errors(tmp_path, override, message):
     from hfmed.recipe import RecipeError
 
-    with pytest.raises(RecipeError, match="pos_weight applies to classification"):
-        train(load_recipe(DEMO, tiny_overrides(tmp_path, **{"training.pos_weight": "auto"})))
+    key, value = override.split("=")
+    with pytest.raises(RecipeError, match=message):
+        train(load_recipe(DEMO, tiny_overrides(tmp_path, **{key: value})))
