@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export GRADIO_ANALYTICS_ENABLED = False
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean browser
 
 install: $(STAMP)
 
@@ -24,7 +24,19 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: lint
+# The Space tests render pages in headless Chromium. `make test` provides it: already there, or installed
+# with apt-get when this user is root or has passwordless sudo; otherwise it stops at once with one line.
+BROWSER_FIX = sudo apt-get install -y chromium
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" -eq 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO=sudo; \
+	  else echo "make test: chromium is missing (the Space tests render pages in it); install it with: $(BROWSER_FIX)" >&2; exit 1; fi; \
+	  command -v apt-get >/dev/null 2>&1 || { echo "make test: chromium is missing and this machine has no apt-get; install Chromium with your package manager" >&2; exit 1; }; \
+	  echo "make test: installing chromium (apt-get) for the Space browser tests"; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: browser lint
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
