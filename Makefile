@@ -39,8 +39,10 @@ browser:
 test: browser lint
 	$(PY) -m pytest -q
 
+# Every family against its anchor, ratios from one run; writes docs/benchmarks.md and docs/benchmarks.json.
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(PY) -m pytest -q benchmarks
+	$(PY) -m benchmarks.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

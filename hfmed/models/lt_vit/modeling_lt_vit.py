@@ -125,9 +125,9 @@ class LTViTSelfAttention(nn.Module):
         self.attention_dropout = config.attention_probs_dropout_prob
         self.proj_dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(
-        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, eager: bool = False
-    ):
+    def forward(self, hidden_states: torch.Tensor, num_image_tokens: int | None = None, eager: bool = False):
+        """`num_image_tokens`: in a label block, how many leading tokens are image tokens (they never attend
+        to the label tokens after them); `None` elsewhere (plain self-attention)."""
         batch, length, width = hidden_states.shape
         qkv = (
             self.qkv(hidden_states)
@@ -139,14 +139,23 @@ class LTViTSelfAttention(nn.Module):
         weights = None
         if eager:
             scores = (query @ key.transpose(-2, -1)) / math.sqrt(self.head_dim)
-            if attention_mask is not None:
-                scores = scores.masked_fill(~attention_mask, float("-inf"))
+            if num_image_tokens is not None:
+                mask = label_token_attention_mask(num_image_tokens, length - num_image_tokens, scores.device)
+                scores = scores.masked_fill(~mask, float("-inf"))
             weights = scores.softmax(dim=-1)
             context = F.dropout(weights, p=dropout, training=self.training) @ value
+        elif num_image_tokens is None:
+            context = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout)
         else:
-            context = F.scaled_dot_product_attention(
-                query, key, value, attn_mask=attention_mask, dropout_p=dropout
+            # Label blocks: image queries attend to image keys only, so the image part runs unmasked through
+            # the fused kernel and the label queries (which see every key) in a second, small call: the same
+            # result as one masked call, without materialising a mask over the whole sequence.
+            n = num_image_tokens
+            image = F.scaled_dot_product_attention(
+                query[:, :, :n], key[:, :, :n], value[:, :, :n], dropout_p=dropout
             )
+            labels = F.scaled_dot_product_attention(query[:, :, n:], key, value, dropout_p=dropout)
+            context = torch.cat([image, labels], dim=2)
         context = context.transpose(1, 2).reshape(batch, length, width)
         return self.proj_dropout(self.proj(context)), weights
 
@@ -174,10 +183,8 @@ class LTViTLayer(GradientCheckpointingLayer):
         self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = LTViTMLP(config)
 
-    def forward(
-        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, eager: bool = False
-    ):
-        attended, weights = self.attention(self.norm1(hidden_states), attention_mask, eager)
+    def forward(self, hidden_states: torch.Tensor, num_image_tokens: int | None = None, eager: bool = False):
+        attended, weights = self.attention(self.norm1(hidden_states), num_image_tokens, eager)
         hidden_states = hidden_states + attended
         hidden_states = hidden_states + self.mlp(self.norm2(hidden_states))
         return hidden_states, weights
@@ -276,7 +283,6 @@ class LTViTModel(LTViTPreTrainedModel):
         hidden_states = self.embeddings(pixel_values)
         num_image = hidden_states.shape[1]
         first_label_block = config.first_label_block
-        mask = label_token_attention_mask(num_image, config.num_labels, hidden_states.device)
 
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
@@ -287,7 +293,7 @@ class LTViTModel(LTViTPreTrainedModel):
                 labels = self.embeddings.label_tokens.expand(hidden_states.shape[0], -1, -1)
                 hidden_states = torch.cat([hidden_states, labels.to(hidden_states.dtype)], dim=1)
             eager = output_attentions or (output_label_attentions and in_label_blocks)
-            hidden_states, weights = layer(hidden_states, mask if in_label_blocks else None, eager)
+            hidden_states, weights = layer(hidden_states, num_image if in_label_blocks else None, eager)
             if output_hidden_states:
                 all_hidden_states += (hidden_states[:, :num_image],)
             if output_attentions:

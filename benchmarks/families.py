@@ -1,0 +1,308 @@
+"""Per-family benchmarks: each family against its anchor doing the same work.
+
+`BENCHES` maps every registered family (`hfmed.registry.FAMILIES`) to a `FamilyBench`: how to build our model
+and inputs, the anchor that does the same work, and a few preprocessing inputs. `benchmarks.run` refuses to
+run when a registered family has no entry, so a new family joins the table or the run says what to add.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .harness import Row, Settings, count_flops, interleaved
+
+BATCH = 8
+
+
+@dataclass
+class FamilyBench:
+    """What to build for one family. Every callable takes the `Settings`."""
+
+    config: Callable  # () -> our config at the published size
+    inputs: Callable  # (config, batch) -> (pixel_values, labels)
+    anchor: Callable  # (config) -> (anchor_name, eval_fn(pixel_values), train_module, train_fn(pixel_values, labels))
+    preprocess: Callable  # (tmp_dir) -> (description, processor, list of raw inputs)
+    batch: int = BATCH
+    gemm_bound: bool = True
+    gemm_note: str = ""
+
+
+def _bce_head(features: torch.Tensor, head: nn.Module, labels: torch.Tensor) -> torch.Tensor:
+    return nn.functional.binary_cross_entropy_with_logits(head(features), labels.float())
+
+
+# ----------------------------------------------------------------------------------------------- LT-ViT
+
+
+def _lt_vit_config():
+    from hfmed import lt_vit_config
+
+    return lt_vit_config("lt-vit-small")
+
+
+def _image_inputs(config, batch):
+    pixel_values = torch.randn(batch, config.num_channels, config.image_size, config.image_size)
+    labels = (torch.rand(batch, config.num_labels) < 0.3).float()
+    return pixel_values, labels
+
+
+def _lt_vit_anchor(config):
+    import timm
+
+    vit = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0)
+    head = nn.Linear(vit.num_features, config.num_labels)
+    module = nn.ModuleDict({"vit": vit, "head": head})
+
+    def train(pixel_values, labels):
+        return _bce_head(vit.forward_head(vit.forward_features(pixel_values)), head, labels)
+
+    return "timm vit_small_patch16_224.forward_features", vit.forward_features, module, train
+
+
+def _png_inputs(tmp: Path, count: int = 16, size: int = 1024):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(count):
+        path = tmp / f"cxr_{index}.png"
+        Image.fromarray(rng.integers(0, 65535, (size, size), dtype=np.uint16)).save(path)  # 16-bit grey
+        paths.append(str(path))
+    return paths
+
+
+def _lt_vit_preprocess(tmp: Path):
+    from hfmed import LTViTImageProcessor
+
+    return "16-bit grey PNG 1024^2 -> 224", LTViTImageProcessor(), _png_inputs(tmp)
+
+
+# ------------------------------------------------------------------------------------------ Scopeformer
+
+
+def _scopeformer_config():
+    from hfmed import scopeformer_config
+
+    return scopeformer_config("scopeformer-efficient")
+
+
+def _scopeformer_anchor(config):
+    import timm
+    from timm.models.vision_transformer import VisionTransformer
+
+    cnns = nn.ModuleList(
+        timm.create_model(name, pretrained=False, features_only=True, out_indices=[index], feature_cls="getter")
+        for name, index in zip(config.backbones, config.backbone_out_indices, strict=True)
+    ).eval()
+    grid = config.feature_grid_size
+    vit = VisionTransformer(
+        # the 1x1 patch embedding over the stacked CNN maps plays the feature projection's part
+        img_size=grid, patch_size=1, in_chans=sum(c.feature_info.channels()[-1] for c in cnns), num_classes=0,
+        embed_dim=config.hidden_size,
+        depth=config.num_hidden_layers, num_heads=config.num_attention_heads,
+        mlp_ratio=config.intermediate_size / config.hidden_size,
+    )
+    head = nn.Linear(config.hidden_size, config.num_labels)
+    module = nn.ModuleDict({"vit": vit, "head": head})
+
+    def features(pixel_values):
+        with torch.no_grad():  # frozen CNNs, as ours
+            maps = [nn.functional.adaptive_avg_pool2d(cnn(pixel_values)[-1], grid) for cnn in cnns]
+        return vit.forward_features(torch.cat(maps, dim=1))
+
+    def train(pixel_values, labels):
+        return _bce_head(vit.forward_head(features(pixel_values)), head, labels)
+
+    return "four timm CNNs (frozen) + timm ViT of the same width / depth", features, module, train
+
+
+def _dicom_inputs(tmp: Path, count: int = 16, size: int = 512):
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    template = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(count):
+        ds = template.copy()
+        ds.Rows, ds.Columns = size, size
+        ds.PixelData = rng.integers(-1000, 2000, (size, size)).astype(np.int16).tobytes()
+        path = tmp / f"ct_{index}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(str(path))
+    return paths
+
+
+def _scopeformer_preprocess(tmp: Path):
+    from hfmed import ScopeformerImageProcessor
+
+    return "CT DICOM 512^2, three HU windows -> 224", ScopeformerImageProcessor(), _dicom_inputs(tmp)
+
+
+# -------------------------------------------------------------------------------------------- Slice-CNN
+
+
+def _slice_cnn_config():
+    from hfmed import slice_cnn_config
+
+    return slice_cnn_config("slice-cnn-resnet18", task="regression")
+
+
+def _volume_inputs(config, batch):
+    pixel_values = torch.randn(batch, *config.volume_shape)
+    return pixel_values, torch.randn(batch, 1) * 10 + 60
+
+
+def _slice_cnn_anchor(config):
+    import timm
+
+    resnet = timm.create_model(config.encoder, pretrained=False, num_classes=0)
+    head = nn.Linear(resnet.num_features, 1)
+    module = nn.ModuleDict({"resnet": resnet, "head": head})
+
+    def features(pixel_values):
+        stack = pixel_values.movedim(config.slice_axis, 1)  # (batch, n, h, w): the same slices as ours
+        slices = stack.reshape(-1, 1, *stack.shape[2:]).expand(-1, 3, -1, -1)
+        return resnet(slices).view(stack.shape[0], stack.shape[1], -1).mean(dim=1)
+
+    def train(pixel_values, labels):
+        return nn.functional.mse_loss(head(features(pixel_values)), labels)
+
+    return f"timm {config.encoder} over the same slices + mean", features, module, train
+
+
+def _slice_cnn_preprocess(tmp: Path):
+    import nibabel as nib
+
+    from hfmed import SliceCNNImageProcessor
+
+    rng = np.random.default_rng(0)
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    paths = []
+    for index in range(4):  # 1 mm T1w-sized volumes: reorient, resample to 2 mm, crop/pad, z-score
+        path = tmp / f"t1w_{index}.nii.gz"
+        nib.save(nib.Nifti1Image(rng.normal(100, 20, (182, 218, 182)).astype(np.float32), affine), path)
+        paths.append(str(path))
+    return "NIfTI 182x218x182 1 mm -> 91x109x91 2 mm", SliceCNNImageProcessor(), paths
+
+
+BENCHES: dict[str, FamilyBench] = {
+    "scopeformer": FamilyBench(_scopeformer_config, _image_inputs, _scopeformer_anchor, _scopeformer_preprocess),
+    "lt_vit": FamilyBench(_lt_vit_config, _image_inputs, _lt_vit_anchor, _lt_vit_preprocess),
+    "slice_cnn": FamilyBench(
+        _slice_cnn_config, _volume_inputs, _slice_cnn_anchor, _slice_cnn_preprocess, batch=2,
+        gemm_note="2 volumes = 182 ResNet-18 slices of 109x91: convolutions on small maps, not large GEMMs",
+    ),
+}
+
+
+# --------------------------------------------------------------------------------------------- the rows
+
+
+def _train_step(module: nn.Module, loss_fn, settings: Settings):
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-5)
+
+    def step(pixel_values, labels):
+        with settings.autocast():
+            loss = loss_fn(pixel_values, labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def bench_family(name: str, settings: Settings, gemm_gflops: float) -> list[Row]:
+    from hfmed.registry import FAMILIES
+
+    family, spec = FAMILIES[name], BENCHES[name]
+    device = settings.device
+    config = spec.config()
+    torch.manual_seed(0)
+    model = family.head_class(config).to(device).eval()
+    pixel_values, labels = (t.to(device) for t in spec.inputs(config, spec.batch))
+    anchor_name, anchor_eval, anchor_module, anchor_train = spec.anchor(config)
+    anchor_module.to(device).eval()
+    ours_eval = model
+    if settings.compile:
+        ours_eval, anchor_eval = torch.compile(model), torch.compile(anchor_eval)
+    rows = []
+
+    def ours_forward():
+        with torch.inference_mode(), settings.autocast():
+            ours_eval(pixel_values=pixel_values)
+
+    def anchor_forward():
+        with torch.inference_mode(), settings.autocast():
+            anchor_eval(pixel_values)
+
+    ours_s, anchor_s = interleaved(ours_forward, anchor_forward, settings)
+    rows.append(Row(name, f"eval forward, batch {spec.batch}", ours_s, anchor_s, anchor_name))
+
+    flops = count_flops(lambda: model(pixel_values=pixel_values))
+    achieved = flops / ours_s / 1e9
+    rows.append(Row(name, "achieved GFLOP/s (eval forward) vs GEMM peak", achieved, gemm_gflops,
+                    "square GEMM, same run", unit="GFLOP/s", target=">= 0.60x where GEMM-bound",
+                    note=spec.gemm_note, extra={"gflops_per_forward": flops / 1e9}))
+
+    model.train()
+    anchor_module.train()
+    ours_step = _train_step(model, lambda x, y: model(pixel_values=x, labels=y).loss, settings)
+    anchor_step = _train_step(anchor_module, anchor_train, settings)
+    ours_s, anchor_s = interleaved(lambda: ours_step(pixel_values, labels),
+                                   lambda: anchor_step(pixel_values, labels), settings)
+    rows.append(Row(name, f"train step (fwd + bwd + AdamW), batch {spec.batch}", ours_s, anchor_s, anchor_name))
+    model.eval()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        description, processor, raw = spec.preprocess(Path(tmp))
+        per_item, _ = interleaved(lambda: processor(raw, return_tensors="pt"), None, settings)
+        per_item /= len(raw)
+        model_per_item = rows[0].ours / spec.batch
+        rows.append(Row(name, f"preprocessing per item ({description})", per_item, model_per_item,
+                        "model eval forward per item", target="<= 0.2x (>= 5x the model's rate)"))
+        rows.append(_from_pretrained_row(name, family, model, Path(tmp), settings))
+    return rows
+
+
+def _from_pretrained_row(name, family, model, tmp: Path, settings: Settings) -> Row:
+    """`from_pretrained` per key vs a transformers-native model with about the same number of keys."""
+    from safetensors.torch import load_file
+    from transformers import ViTConfig, ViTModel
+
+    ours_dir = tmp / "ours"
+    model.save_pretrained(ours_dir)
+    ours_keys = len(model.state_dict())
+    # ViTModel has 16 keys per layer plus 9: pick the depth that matches our key count
+    native_config = ViTConfig(hidden_size=384, num_attention_heads=6, intermediate_size=1536, image_size=224,
+                              num_hidden_layers=max(1, round((ours_keys - 9) / 16)))
+    native = ViTModel(native_config)
+    native_dir = tmp / "native"
+    native.save_pretrained(native_dir)
+    native_keys = len(native.state_dict())
+    head = family.head_class
+
+    def raw():
+        with torch.device("meta"):
+            fresh = head(model.config)
+        fresh.load_state_dict(load_file(ours_dir / "model.safetensors"), assign=True, strict=False)
+
+    ours_s, native_s = interleaved(lambda: head.from_pretrained(ours_dir),
+                                   lambda: ViTModel.from_pretrained(native_dir), settings)
+    raw_s, _ = interleaved(raw, None, settings)
+    return Row(name, f"from_pretrained per key ({ours_keys} keys)", ours_s / ours_keys, native_s / native_keys,
+               f"transformers ViTModel, {native_keys} keys", target="<= 1.0x",
+               note=f"raw meta init + safetensors load: {raw_s * 1e3:.0f} ms; from_pretrained {ours_s * 1e3:.0f} ms "
+                    f"= {ours_s / raw_s:.1f}x raw",
+               extra={"from_pretrained_s": ours_s, "raw_s": raw_s})
+
+
+__all__ = ["BENCHES", "FamilyBench", "bench_family"]

@@ -1,0 +1,171 @@
+"""A small benchmark harness: interleaved rounds, medians, ratios measured in one run.
+
+Why not pytest-benchmark: it times one callable at a time, so a ratio would come from two runs separated by
+minutes of other work (thermal state, other processes, allocator state all drift). Every comparison here runs
+`ours` and `anchor` alternately, round after round, in the same process, and reports the ratio of medians.
+Absolute times are reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+
+@dataclass
+class Row:
+    """One comparison: `ours` and `anchor` (seconds per call, medians), their ratio, and what it means."""
+
+    family: str
+    what: str
+    ours: float
+    anchor: float | None
+    anchor_name: str = ""
+    unit: str = "s"
+    target: str = ""
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        if self.anchor in (None, 0):
+            return None
+        return self.ours / self.anchor
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "ratio": self.ratio}
+
+
+@dataclass
+class Settings:
+    device: str = "cpu"
+    amp: str | None = None  # "bf16" on CUDA
+    compile: bool = False
+    rounds: int = 7
+    warmup: int = 2
+    quick: bool = False
+
+    def autocast(self):
+        if self.amp is None:
+            return torch.autocast(self.device, enabled=False)
+        return torch.autocast(self.device, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[self.amp])
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def interleaved(ours: Callable, anchor: Callable | None, settings: Settings) -> tuple[float, float | None]:
+    """Median seconds per call of `ours` and `anchor`, run alternately (the order flips every round)."""
+    calls = [("ours", ours)] + ([("anchor", anchor)] if anchor is not None else [])
+    for _ in range(settings.warmup):
+        for _, fn in calls:
+            fn()
+    sync(settings.device)
+    times = {name: [] for name, _ in calls}
+    for index in range(settings.rounds):
+        for name, fn in calls if index % 2 == 0 else calls[::-1]:
+            sync(settings.device)
+            start = time.perf_counter()
+            fn()
+            sync(settings.device)
+            times[name].append(time.perf_counter() - start)
+    return statistics.median(times["ours"]), (statistics.median(times["anchor"]) if anchor else None)
+
+
+def count_flops(fn: Callable) -> int:
+    """FLOPs of one call, counted by `torch.utils.flop_counter` (matmuls and convolutions)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def gemm_peak(settings: Settings, size: int = 2048) -> float:
+    """This machine's fp32 (or AMP dtype) GEMM rate in GFLOP/s: the median of square matmuls."""
+    dtype = torch.float32 if settings.amp is None else {"bf16": torch.bfloat16, "fp16": torch.float16}[settings.amp]
+    a = torch.randn(size, size, device=settings.device, dtype=dtype)
+    b = torch.randn(size, size, device=settings.device, dtype=dtype)
+    repeats = 20 if settings.device.startswith("cuda") else 1
+    seconds, _ = interleaved(lambda: [a @ b for _ in range(repeats)], None, settings)
+    return 2 * size**3 * repeats / seconds / 1e9
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu,
+        "cpu_threads": torch.get_num_threads(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    try:
+        import timm
+        import transformers
+
+        info["transformers"], info["timm"] = transformers.__version__, timm.__version__
+    except ImportError:
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def _fmt(value, unit: str) -> str:
+    if value is None:
+        return ""
+    if unit == "s":
+        return f"{value * 1e3:.1f} ms" if value < 10 else f"{value:.1f} s"
+    return f"{value:,.3g} {unit}"
+
+
+def write_report(rows: list[Row], info: dict, settings: Settings, folder: Path) -> tuple[Path, Path]:
+    """`benchmarks.md` (one table: ours, anchor, ratio, target) and `benchmarks.json` in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (`python -m benchmarks.run`). Every ratio is ours / anchor, both measured in the "
+        "same run with interleaved rounds (medians); absolute times depend on the machine and are never asserted.",
+        "",
+        "| | |",
+        "| --- | --- |",
+        *[f"| {key} | {value} |" for key, value in info.items()],
+        f"| settings | device {settings.device}, amp {settings.amp or 'off (fp32)'}, compile {settings.compile}, "
+        f"{settings.rounds} rounds after {settings.warmup} warm-up |",
+        "",
+        "| family | what | ours | anchor | anchor is | ours / anchor | target | note |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        ratio = "" if row.ratio is None else f"{row.ratio:.3f}x"
+        lines.append(
+            f"| {row.family} | {row.what} | {_fmt(row.ours, row.unit)} | {_fmt(row.anchor, row.unit)} | "
+            f"{row.anchor_name} | {ratio} | {row.target} | {row.note} |"
+        )
+    markdown = folder / "benchmarks.md"
+    markdown.write_text("\n".join(lines) + "\n")
+    data = folder / "benchmarks.json"
+    data.write_text(json.dumps({"machine": info, "settings": asdict(settings),
+                                "rows": [row.as_dict() for row in rows]}, indent=2) + "\n")
+    return markdown, data

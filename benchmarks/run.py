@@ -1,0 +1,92 @@
+"""`make bench`: every registered family against its anchor, plus the shared paths; writes docs/benchmarks.md.
+
+    python -m benchmarks.run                       # everything, CPU (or CUDA when present), fp32
+    python -m benchmarks.run --family lt_vit       # one family
+    python -m benchmarks.run --amp bf16 --compile  # CUDA options
+    python -m benchmarks.run --quick               # 3 rounds, for a smoke check
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from .harness import Row, Settings, gemm_peak, machine, write_report
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _check_table() -> list[str]:
+    from hfmed.registry import FAMILIES
+
+    from .families import BENCHES
+
+    missing = sorted(set(FAMILIES) - set(BENCHES))
+    if missing:
+        raise SystemExit(
+            f"benchmarks: registered families without a benchmark: {missing}; add a FamilyBench for each to "
+            "BENCHES in benchmarks/families.py"
+        )
+    return list(FAMILIES)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--family", action="append", help="only these families (repeatable)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="autocast dtype (CUDA)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile ours and the anchor")
+    parser.add_argument("--quick", action="store_true", help="3 rounds after 1 warm-up")
+    parser.add_argument("--skip-shared", action="store_true", help="family rows only")
+    parser.add_argument("--out", default=str(REPO / "docs"), help="folder for benchmarks.md / benchmarks.json")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+    from .families import bench_family
+    from .shared import SHARED
+
+    families = _check_table()
+    if args.family:
+        unknown = sorted(set(args.family) - set(families))
+        if unknown:
+            raise SystemExit(f"benchmarks: unknown family {unknown}; registered: {families}")
+        families = args.family
+    settings = Settings(device=args.device, amp=args.amp, compile=args.compile,
+                        rounds=3 if args.quick else 7, warmup=1 if args.quick else 2, quick=args.quick)
+    info = machine()
+    peak = gemm_peak(settings)
+    info["gemm_peak_gflops"] = round(peak, 1)
+    print(f"GEMM peak {peak:.1f} GFLOP/s on {info.get('gpu', info['cpu'])}", flush=True)
+    rows: list[Row] = []
+    for name in families:
+        print(f"[{name}] ...", flush=True)
+        for row in bench_family(name, settings, peak):
+            rows.append(row)
+            print(_line(row), flush=True)
+    if not args.skip_shared:
+        for title, bench in SHARED.items():
+            print(f"[{title}] ...", flush=True)
+            for row in bench(settings):
+                rows.append(row)
+                print(_line(row), flush=True)
+    markdown, data = write_report(rows, info, settings, Path(args.out))
+    print(f"wrote {markdown} and {data}")
+    return 0
+
+
+def _line(row: Row) -> str:
+    ratio = "" if row.ratio is None else f"  ratio {row.ratio:.3f}"
+    anchor = "" if row.anchor is None else f"  anchor {row.anchor:.4g} {row.unit}"
+    return f"  {row.what}: ours {row.ours:.4g} {row.unit}{anchor}{ratio}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

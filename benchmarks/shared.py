@@ -1,0 +1,116 @@
+"""Benchmarks of the shared paths: the data path at scale and the memory of a volume model's training step."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from .harness import Row, Settings, interleaved
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def data_path_at_scale(settings: Settings) -> list[Row]:
+    """Examples/s that the RSNA builder + lazy DICOM decode + train transform deliver from a 750k-image index,
+    against the rate at which the scopeformer-efficient training step consumes them."""
+    import numpy as np
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from torch.utils.data import DataLoader
+
+    from hfmed import ScopeformerForImageClassification, ScopeformerImageProcessor, scopeformer_config
+    from hfmed.data.rsna import load_rsna_ich
+    from hfmed.data.transforms import collate, make_transform
+
+    from .bench_rsna_index import NUM_IMAGES, _write_inputs
+
+    count = 64 if settings.quick else 256
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        _write_inputs(root)
+        start = time.perf_counter()
+        data = load_rsna_ich(root, patient_map=root / "patient_ids.csv", check_files=False, val_fraction=0.1)
+        index_s = time.perf_counter() - start
+        train = data["train"].select(range(count))
+        template = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        rng = np.random.default_rng(0)
+        for path in train["path"]:  # real 512^2 DICOMs where the index points
+            ds = template.copy()
+            ds.Rows = ds.Columns = 512
+            ds.PixelData = rng.integers(-1000, 2000, (512, 512)).astype(np.int16).tobytes()
+            ds.save_as(path, enforce_file_format=True)
+        processor = ScopeformerImageProcessor()
+        loader = DataLoader(train.with_transform(make_transform(processor, {"hflip": 0.5, "rotate_degrees": 10}, train=True, seed=0)),
+                            batch_size=8, collate_fn=collate, num_workers=0)
+        start = time.perf_counter()
+        seen = sum(batch["pixel_values"].shape[0] for batch in loader)
+        data_rate = seen / (time.perf_counter() - start)
+
+    model = ScopeformerForImageClassification(scopeformer_config("scopeformer-efficient")).to(settings.device)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    pixel_values = torch.randn(8, 3, 224, 224, device=settings.device)
+    labels = (torch.rand(8, 6, device=settings.device) < 0.2).float()
+
+    def step():
+        model(pixel_values=pixel_values, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step_s, _ = interleaved(step, None, Settings(**{**settings.__dict__, "rounds": 3, "warmup": 1}))
+    model_rate = 8 / step_s
+    return [
+        Row("data", f"RSNA index, {NUM_IMAGES:,} images (4.5M CSV rows)", index_s, None, unit="s",
+            note="parse, pivot, checks, patient split, Arrow tables"),
+        Row("data", "train examples/s: lazy DICOM decode + windows + augmentation (1 process)", data_rate,
+            model_rate, "scopeformer-efficient train step, examples/s", unit="ex/s", target=">= 1x",
+            note="num_workers=0; DataLoader workers multiply the data rate"),
+    ]
+
+
+_MEMORY_CHILD = r"""
+import json, resource, sys, torch
+from hfmed import SliceCNNForVolumePrediction, slice_cnn_config
+chunk, checkpointing, batch = int(sys.argv[1]) or None, sys.argv[2] == "1", int(sys.argv[3])
+torch.manual_seed(0)
+model = SliceCNNForVolumePrediction(slice_cnn_config("slice-cnn-resnet18", task="regression", slice_chunk_size=chunk))
+if checkpointing:
+    model.gradient_checkpointing_enable()
+model.train()
+x, y = torch.randn(batch, 91, 109, 91), torch.randn(batch, 1)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+model(pixel_values=x, labels=y).loss.backward()
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"peak_mb": peak / 1024, "step_mb": (peak - before) / 1024}))
+"""
+
+
+def slice_cnn_training_memory(settings: Settings) -> list[Row]:
+    """Peak memory of one Slice-CNN ResNet-18 training step at 91x109x91, batch 8 (a fresh process each)."""
+    batch = 2 if settings.quick else 8
+    results = {}
+    for name, chunk, checkpointing in [("plain", 0, False), ("slice_chunk_size=64", 64, False),
+                                       ("gradient checkpointing", 0, True),
+                                       ("slice_chunk_size=64 + checkpointing", 64, True)]:
+        done = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(chunk), "1" if checkpointing else "0",
+                               str(batch)], capture_output=True, text=True, cwd=REPO, check=True)
+        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    plain = results["plain"]["step_mb"]
+    return [
+        Row("slice_cnn", f"training step peak memory, batch {batch}, 91x109x91: {name}", r["step_mb"], plain,
+            "plain step", unit="MB", note=f"process peak {r['peak_mb']:.0f} MB")
+        for name, r in results.items()
+    ]
+
+
+SHARED = {
+    "data path at scale": data_path_at_scale,
+    "Slice-CNN training memory": slice_cnn_training_memory,
+}
+
+__all__ = ["SHARED"]
