@@ -31,13 +31,14 @@ def stage_model(run_dir: Path, repo_id: str, out: Path, license: str = "apache-2
 
     import hfmed  # noqa: F401  (registers the families)
     from hfmed.cards import build_model_card_for_run
-    from hfmed.hub import save_for_hub
+    from hfmed.hub import save_for_hub, trust_remote_code_for
 
     model_dir = run_dir / "model"
     if not (model_dir / "config.json").is_file():
         raise UploadError(f"{run_dir} is not a training run folder (no model/config.json); run `hfmed train` first")
-    model = AutoModelForImageClassification.from_pretrained(model_dir)
-    processor = AutoImageProcessor.from_pretrained(model_dir)
+    trust = trust_remote_code_for(model_dir)  # the installed classes; never a prompt
+    model = AutoModelForImageClassification.from_pretrained(model_dir, trust_remote_code=trust)
+    processor = AutoImageProcessor.from_pretrained(model_dir, trust_remote_code=trust)
     save_for_hub(model, processor, out)
     build_model_card_for_run(run_dir, repo_id, license=license).save(out / "README.md")
     for extra in ("metrics.json", "recipe.yaml"):

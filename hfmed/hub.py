@@ -2,10 +2,11 @@
 
 import inspect
 import json
+import os
 import shutil
 from pathlib import Path
 
-from .registry import family_for
+from .registry import FAMILIES, family_for
 
 
 def add_remote_code(folder, config, image_processor) -> Path:
@@ -47,4 +48,34 @@ def save_for_hub(model, image_processor, save_directory) -> Path:
     return add_remote_code(save_directory, model.config, image_processor)
 
 
-__all__ = ["add_remote_code", "save_for_hub"]
+def trust_remote_code_for(source, trust_remote_code=None, **hub_kwargs):
+    """The `trust_remote_code` value that loads `source` (a folder or Hub id) without a question.
+
+    Run and Hub folders carry an `auto_map`; left at `None`, transformers then *asks* on the terminal
+    ("Do you wish to run the custom code? [y/N]") wherever it finds no registered class, e.g. for the video
+    processor a pipeline looks for. Library code must never ask, so hfmed's entry points decide first:
+    the caller's explicit `True` / `False` stands; an hfmed family gets `False`, i.e. the installed,
+    registered classes and none of the folder's copies; a folder with code of a model type hfmed does not
+    provide gets a one-line error naming the opt-in; anything else (no custom code, a model instance) is
+    returned unchanged. `hub_kwargs` (`revision`, `token`, ...) go to the `config.json` lookup.
+    """
+    if trust_remote_code is not None or not isinstance(source, (str, os.PathLike)):
+        return trust_remote_code
+    from transformers import PreTrainedConfig
+
+    try:
+        config, _ = PreTrainedConfig.get_config_dict(str(source), **hub_kwargs)
+    except (OSError, ValueError):
+        return trust_remote_code  # no readable config.json: the loader reports that itself
+    model_type = config.get("model_type")
+    if model_type in {family.model_type for family in FAMILIES.values()}:
+        return False
+    if config.get("auto_map"):
+        raise ValueError(
+            f"{source} holds its own model code (model_type {model_type!r}), which the installed hfmed does not "
+            "provide: read that code, then pass trust_remote_code=True to run it"
+        )
+    return trust_remote_code
+
+
+__all__ = ["add_remote_code", "save_for_hub", "trust_remote_code_for"]

@@ -54,13 +54,15 @@ def check_run(run_dir) -> dict:
     from .data import build_dataset
     from .data.synthetic_cxr import LABEL_REGIONS
     from .data.transforms import collate, make_transform
+    from .hub import trust_remote_code_for
 
     run_dir = Path(run_dir)
     recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
     if recipe["data"]["builder"] != "synthetic_cxr":
         raise ValueError(f"{run_dir}: only synthetic_cxr runs have known finding regions")
-    model = AutoModelForImageClassification.from_pretrained(run_dir / "model")
-    processor = AutoImageProcessor.from_pretrained(run_dir / "model")
+    trust = trust_remote_code_for(run_dir / "model")  # the installed classes; never a prompt
+    model = AutoModelForImageClassification.from_pretrained(run_dir / "model", trust_remote_code=trust)
+    processor = AutoImageProcessor.from_pretrained(run_dir / "model", trust_remote_code=trust)
     validation = build_dataset("synthetic_cxr", **recipe["data"]["args"])["validation"]
     counts = attention_peak_hits(
         model, validation.with_transform(make_transform(processor)), LABEL_REGIONS, collate_fn=collate

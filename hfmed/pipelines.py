@@ -12,12 +12,18 @@ import torch
 from transformers import AutoModelForImageClassification, ImageClassificationPipeline, Pipeline, pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
+from .hub import trust_remote_code_for
+
 TASK = "medical-image-classification"
 VOLUME_TASK = "medical-volume-prediction"
 
 
 class MedicalImageClassificationPipeline(ImageClassificationPipeline):
     """Image classification whose inputs go to the image processor as they are (DICOM path, bytes, array...)."""
+
+    # No video processor: left at None, `pipeline()` looks for one, derives its `auto_map` entry from the
+    # image processor's and, finding no registered class, asks on the terminal whether to run custom code.
+    _load_video_processor = False
 
     def preprocess(self, image, timeout=None):
         model_inputs = self.image_processor(images=image, return_tensors="pt")
@@ -40,6 +46,7 @@ class MedicalVolumePipeline(Pipeline):
 
     _load_processor = False
     _load_image_processor = True
+    _load_video_processor = False  # see MedicalImageClassificationPipeline
     _load_feature_extractor = False
     _load_tokenizer = False
 
@@ -85,22 +92,29 @@ def register_pipelines() -> None:
     )
 
 
+def _pipeline(task, model, kwargs):
+    hub_kwargs = {key: kwargs[key] for key in ("revision", "token") if key in kwargs}
+    kwargs["trust_remote_code"] = trust_remote_code_for(model, kwargs.get("trust_remote_code"), **hub_kwargs)
+    return pipeline(task, model=model, **kwargs)
+
+
 def classify(inputs, model, **kwargs):
     """Classify a DICOM/PNG path, bytes, Dataset or array with a model folder, Hub id or model instance.
 
     Returns a list of `{"label", "score"}` for every label, highest first (a list of lists for a batch).
+    An hfmed family loads with the installed classes; a folder with other custom code needs
+    `trust_remote_code=True` (`hfmed.hub.trust_remote_code_for`).
     """
-    pipe = pipeline(TASK, model=model, **kwargs)
-    return pipe(inputs)
+    return _pipeline(TASK, model, kwargs)(inputs)
 
 
 def predict_volume(inputs, model, **kwargs):
     """Predict on a NIfTI path, bytes, nibabel image or array with a model folder, Hub id or instance.
 
     Returns the `MedicalVolumePipeline` dict (prediction and slice weights); a list of them for a list.
+    Loads like `classify`.
     """
-    pipe = pipeline(VOLUME_TASK, model=model, **kwargs)
-    return pipe(inputs)
+    return _pipeline(VOLUME_TASK, model, kwargs)(inputs)
 
 
 __all__ = [

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from .hub import add_remote_code
+from .hub import add_remote_code, trust_remote_code_for
 from .recipe import Recipe, RecipeError, dump_recipe, load_recipe
 from .registry import FAMILIES
 
@@ -38,8 +38,9 @@ def build_model(recipe: Recipe, processor_kwargs=None):
 
     family = FAMILIES[recipe.model.family]
     if recipe.model.init_from:
-        model = AutoModelForImageClassification.from_pretrained(recipe.model.init_from)
-        processor = AutoImageProcessor.from_pretrained(recipe.model.init_from)
+        trust = trust_remote_code_for(recipe.model.init_from)  # the installed classes; never a prompt
+        model = AutoModelForImageClassification.from_pretrained(recipe.model.init_from, trust_remote_code=trust)
+        processor = AutoImageProcessor.from_pretrained(recipe.model.init_from, trust_remote_code=trust)
         return model, processor
     config = family.make_config(recipe.model.preset, **recipe.model.config)
     if recipe.model.pretrained_backbones:
