@@ -12,6 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from PIL import Image
@@ -167,3 +168,87 @@ def front_matter(space: Path) -> tuple[dict, dict, str]:
         if "==" in line and not line.startswith("#")
     )
     return yaml.safe_load(text.split("---\n")[1]), pins, text
+
+
+# --- every Space, derived from the registry ----------------------------------------------------------------
+
+SPACES_DIR = REPO / "spaces"
+# Processor arguments of the tiny served models that differ from `Family.processor_kwargs_for`: the tiny
+# Slice-CNN grid (16x20x16) holds the bundled examples' 192x224x192 mm field of view at 12 mm.
+TINY_PROCESSOR_OVERRIDES = {"slice_cnn": {"target_spacing": [12.0, 12.0, 12.0]}}
+
+
+def space_families() -> list[str]:
+    """Every registered family (hfmed.registry.FAMILIES) with a Space, `spaces/<family>/app.py`."""
+    from hfmed.registry import FAMILIES
+
+    return [name for name in FAMILIES if (SPACES_DIR / name / "app.py").is_file()]
+
+
+def tiny_preset(family_name: str) -> str:
+    from hfmed.registry import FAMILIES
+
+    presets = [name for name in FAMILIES[family_name].presets if name.endswith("-tiny")]
+    assert len(presets) == 1, f"family {family_name!r} needs exactly one '-tiny' preset, has {presets}"
+    return presets[0]
+
+
+def save_tiny_space_model(family_name: str, folder: Path, seed: int = 0) -> Path:
+    """A random-init model of the family's tiny preset with its processor, as a Hub folder (save_for_hub)."""
+    import torch
+
+    from hfmed.hub import save_for_hub
+    from hfmed.registry import FAMILIES
+
+    family = FAMILIES[family_name]
+    torch.manual_seed(seed)
+    config = family.make_config(tiny_preset(family_name))
+    model = family.head_class(config).eval()
+    kwargs = {**family.processor_kwargs_for(config), **TINY_PROCESSOR_OVERRIDES.get(family_name, {})}
+    save_for_hub(model, family.image_processor_class(**kwargs), folder)
+    return Path(folder)
+
+
+def space_examples(family_name: str) -> list[Path]:
+    """The Space's bundled example files (its valid inputs), by name."""
+    folder = SPACES_DIR / family_name / "examples"
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def unique_copy(source: Path, folder: Path, tag: str) -> Path:
+    """A valid copy of `source` whose bytes differ from every other tag's (so gradio stores it apart).
+
+    DICOM: another PatientID; PNG: a text chunk; gzip (.nii.gz): another gzip header time; NIfTI: another
+    `descrip`. The pixels are the same.
+    """
+    import gzip
+    import zlib
+
+    folder.mkdir(parents=True, exist_ok=True)
+    name = source.name
+    target = folder / f"{tag}-{name}"
+    if name.endswith(".gz"):
+        raw = gzip.decompress(source.read_bytes())
+        target.write_bytes(gzip.compress(raw, mtime=zlib.crc32(tag.encode())))
+    elif source.suffix == ".dcm":
+        import pydicom
+
+        dataset = pydicom.dcmread(source)
+        dataset.PatientID = f"LOAD-{tag}"
+        dataset.save_as(target)
+    elif source.suffix == ".png":
+        from PIL import PngImagePlugin
+
+        info = PngImagePlugin.PngInfo()
+        info.add_text("hfmed-tag", tag)
+        with Image.open(source) as image:
+            image.save(target, pnginfo=info)
+    elif source.suffix == ".nii":
+        import nibabel as nib
+
+        image = nib.load(source)
+        image.header["descrip"] = tag.encode()[:79]
+        nib.save(nib.Nifti1Image(np.asarray(image.dataobj), image.affine, image.header), target)
+    else:
+        raise ValueError(f"unique_copy: no way to vary {name}; add one for this file type")
+    return target

@@ -8,20 +8,24 @@ The model comes from, in order: the env variable `HFMED_MODEL` (a Hub id or a lo
 `model_id.txt` beside this file (`upload.py --space` writes it when publishing); the local demo run
 `runs/lt-vit-demo/model` of the hfmed repository. It loads with `trust_remote_code=True`, so this file imports
 nothing from hfmed (the Space runs without it): only the standard library, numpy, PIL, torch, transformers,
-gradio and (through the model's image processor) pydicom.
+gradio (with its dependency anyio) and (through the model's image processor) pydicom.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import html
 import math
 import os
+import re
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
+import anyio
 import gradio as gr
 import torch
 from PIL import Image
@@ -42,6 +46,11 @@ MAX_OVERLAY_SIDE = 1024
 # Gradio's own cache sweep (frequency, age) in seconds: uploads never sent to `predict`, example copies and
 # result images are removed after 10 minutes, and everything when the server stops.
 DELETE_CACHE = (600, 600)
+# One prediction at a time (torch already spreads one over every core, and the memory peak stays one request's);
+# up to QUEUE_MAX_SIZE more requests wait in gradio's queue, and a request beyond that is answered at once with
+# gradio's "Queue is full ... try again" (HTTP 503) instead of waiting without bound. Our choice.
+CONCURRENCY_LIMIT = 1
+QUEUE_MAX_SIZE = 64
 EXAMPLE_SUFFIXES = {".dcm", ".png", ".jpg", ".jpeg"}
 CLEARED_TEXT = "Upload a chest X-ray and press Classify, or pick an example."
 
@@ -188,21 +197,7 @@ def _is_example_copy(path: Path) -> bool:
         return False
 
 
-def discard_upload(path: str | os.PathLike) -> bool:
-    """Deletes `path` if it is a user upload in gradio's upload dir; returns whether it was deleted.
-
-    Never touches files elsewhere (bundled examples, files given to `predict` directly) nor gradio's copies
-    of the bundled examples.
-    """
-    try:
-        resolved = Path(path).resolve()
-        root = upload_dir()
-    except (OSError, RuntimeError):
-        return False
-    if resolved == root or not resolved.is_relative_to(root) or not resolved.is_file():
-        return False
-    if _is_example_copy(resolved):
-        return False
+def _delete_upload(resolved: Path, root: Path) -> bool:
     try:
         resolved.unlink()
     except OSError:
@@ -213,6 +208,145 @@ def discard_upload(path: str | os.PathLike) -> bool:
         except OSError:
             pass
     return True
+
+
+class UploadLeases:
+    """Who still needs each upload path, so that an answer deletes its upload only when nobody else does.
+
+    Gradio stores an upload at `<upload dir>/<sha256 of the bytes>/<file name>`: two users (or one client
+    twice) sending the same file get the same path. Deleting it after one answer broke the other request,
+    still waiting in the queue with that path ("no longer on the server"). So every upload of a path counts
+    (`uploaded`, called by gradio's upload route through `CountedUploadSet`), an answer takes one of them
+    (`acquire`), and the answer deletes the file only when no upload of that path is still unanswered and no
+    other answer reads it (`release`). A file nobody answers for (an upload never sent to `predict`, or one
+    refused by a full queue) is left to gradio's cache sweep (`DELETE_CACHE`).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: collections.Counter[str] = collections.Counter()  # uploads not yet answered
+        self._reading: collections.Counter[str] = collections.Counter()  # answers running on the path
+
+    @staticmethod
+    def _key(path: str | os.PathLike) -> str:
+        return os.path.abspath(os.fspath(path))
+
+    def uploaded(self, paths) -> None:
+        with self._lock:
+            for path in paths:
+                self._waiting[self._key(path)] += 1
+
+    def forget(self, paths) -> None:
+        """Gradio's cache sweep deleted `paths`: nobody can read them any more."""
+        with self._lock:
+            for path in paths:
+                self._waiting.pop(self._key(path), None)
+
+    def acquire(self, path: str | os.PathLike) -> None:
+        key = self._key(path)
+        with self._lock:
+            if self._waiting[key] > 0:
+                self._waiting[key] -= 1
+            if self._waiting[key] == 0:
+                del self._waiting[key]
+            self._reading[key] += 1
+
+    def release(self, path: str | os.PathLike) -> bool:
+        """Ends one answer on `path`; deletes the file (see `discard_upload`) if nobody else needs it."""
+        key = self._key(path)
+        with self._lock:
+            self._reading[key] -= 1
+            if self._reading[key] > 0 or self._waiting.get(key, 0) > 0:
+                return False
+            del self._reading[key]
+            return discard_upload(key)
+
+
+class CountedUploadSet(set):
+    """Gradio's `Blocks.upload_file_set` (every path its upload route wrote; the cache sweep reads it) that
+    also counts each upload in `UPLOADS`."""
+
+    def update(self, *others) -> None:
+        for other in others:
+            other = list(other)
+            UPLOADS.uploaded(other)
+            super().update(other)
+
+    def add(self, item) -> None:
+        UPLOADS.uploaded([item])
+        super().add(item)
+
+    def __isub__(self, other):
+        other = set(other)
+        UPLOADS.forget(other)
+        super().__isub__(other)
+        return self
+
+
+UPLOADS = UploadLeases()
+
+
+def count_uploads(demo: gr.Blocks) -> None:
+    """Makes gradio's upload route report every upload to `UPLOADS` (see `UploadLeases`)."""
+    uploads, swept = getattr(demo, "upload_file_set", None), getattr(demo, "temp_file_sets", None)
+    if not isinstance(uploads, set) or not isinstance(swept, list) or not any(s is uploads for s in swept):
+        raise RuntimeError(
+            f"gradio {gr.__version__} keeps uploads differently from gradio 6.31 (Blocks.upload_file_set): "
+            "pin the gradio version of requirements.txt"
+        )
+    counted = CountedUploadSet(uploads)
+    demo.upload_file_set = counted
+    demo.temp_file_sets = [counted if s is uploads else s for s in swept]
+
+
+def discard_upload(path: str | os.PathLike) -> bool:
+    """Deletes `path` if it is a user upload in gradio's upload dir; returns whether it was deleted.
+
+    Never touches files elsewhere (bundled examples, files given to `predict` directly) nor gradio's copies
+    of the bundled examples. `predict` calls it through `UPLOADS.release`, which first checks that no other
+    request still needs the path.
+    """
+    try:
+        resolved = Path(path).resolve()
+        root = upload_dir()
+    except (OSError, RuntimeError):
+        return False
+    if resolved == root or not resolved.is_relative_to(root) or not resolved.is_file():
+        return False
+    if _is_example_copy(resolved):
+        return False
+    return _delete_upload(resolved, root)
+
+
+def _on_event_loop(function, *args):
+    """Runs `function(*args)` on the server's event loop thread when called from one of gradio's worker
+    threads, else here.
+
+    Gradio's upload route renames an upload into place and counts it (`CountedUploadSet.update`) in one step
+    of the event loop; releasing a lease there too means a release never deletes a file between the two.
+    """
+    try:
+        return anyio.from_thread.run_sync(function, *args)
+    except RuntimeError:  # not in an anyio worker thread (a direct call): no server step to interleave with
+        return function(*args)
+
+
+def publish_images(gallery: list[tuple[Image.Image, str]]) -> list[tuple[str, str]]:
+    """Writes a gallery's images as PNGs in a folder of this answer's own; returns `(path, caption)` pairs.
+
+    Given PIL images, gradio names each file by the hash of its bytes: equal pictures of two requests (the
+    same file sent twice, or two files that look alike) were one file, rewritten by the second request while
+    the first was being downloaded (h11 "Too much / too little data for declared Content-Length"). A fresh
+    folder per answer is never rewritten; gradio's cache sweep (`DELETE_CACHE`) deletes it.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="answer-", dir=upload_dir()))
+    published = []
+    for index, (image, caption) in enumerate(gallery):
+        slug = re.sub(r"[^a-z0-9]+", "-", caption.lower()).strip("-")[:40] or "image"
+        path = folder / f"{index}-{slug}.png"
+        image.save(path, format="PNG")
+        published.append((str(path), caption))
+    return published
 
 
 # --- prediction ------------------------------------------------------------------------------------------
@@ -294,10 +428,17 @@ def predict(file_path: str | os.PathLike | None, threshold: float | None = None)
             "No file: upload one chest X-ray (PNG, JPEG or DICOM) or pick an example", print_exception=False
         )
     path = Path(os.fspath(file_path))
+    UPLOADS.acquire(path)
     try:
         return _predict(path, threshold)
     finally:
-        discard_upload(path)
+        _on_event_loop(UPLOADS.release, path)
+
+
+@functools.wraps(predict)
+def serve_predict(file_path: str | os.PathLike | None, threshold: float | None = None):
+    probabilities, gallery, text = predict(file_path, threshold)
+    return probabilities, publish_images(gallery), text
 
 
 def _predict(path: Path, threshold: float | None):
@@ -445,7 +586,7 @@ def build_demo() -> gr.Blocks:
                 )
         # Registered before gr.Examples: its run-on-click event would otherwise take the name "predict".
         outputs = [probabilities, overlays, found]
-        run.click(predict, inputs=[file_input, threshold], outputs=outputs, api_name="predict")
+        run.click(serve_predict, inputs=[file_input, threshold], outputs=outputs, api_name="predict")
         # A new or removed upload clears the previous answer, so it is never read as the new file's.
         for event in (file_input.upload, file_input.clear):
             event(_cleared, outputs=outputs, queue=False, api_visibility="private")
@@ -453,13 +594,14 @@ def build_demo() -> gr.Blocks:
             examples=[[str(path)] for path in examples],
             inputs=[file_input, threshold],
             outputs=outputs,
-            fn=predict,
+            fn=serve_predict,  # the same function object: one concurrency group with the button
             run_on_click=True,
             cache_examples=False,
             example_labels=[example_label(path) for path in examples],
             label="Examples (synthetic chest X-rays with known findings)",
         )
-    return demo
+    count_uploads(demo)
+    return demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_MAX_SIZE)
 
 
 demo = build_demo()
