@@ -4,6 +4,14 @@
 `medical-image-classification` and `medical-volume-prediction` pipeline tasks.
 """
 
+from .models.diamant import (
+    DIAMANTConfig,
+    DIAMANTForSemanticSegmentation,
+    DIAMANTImageProcessor,
+    DIAMANTModel,
+    convert_dino_state_dict,
+    diamant_config,
+)
 from .models.lt_vit import (
     LTViTConfig,
     LTViTForImageClassification,
@@ -57,4 +65,10 @@ __all__ = [
     "family_for",
     "scopeformer_config",
     "slice_cnn_config",
+    "DIAMANTConfig",
+    "DIAMANTForSemanticSegmentation",
+    "DIAMANTImageProcessor",
+    "DIAMANTModel",
+    "convert_dino_state_dict",
+    "diamant_config",
 ]

@@ -11,8 +11,17 @@ from transformers import (
     AutoImageProcessor,
     AutoModel,
     AutoModelForImageClassification,
+    AutoModelForSemanticSegmentation,
 )
 
+from .models.diamant import PRESETS as DIAMANT_PRESETS
+from .models.diamant import (
+    DIAMANTConfig,
+    DIAMANTForSemanticSegmentation,
+    DIAMANTImageProcessor,
+    DIAMANTModel,
+    diamant_config,
+)
 from .models.lt_vit import PRESETS as LT_VIT_PRESETS
 from .models.lt_vit import (
     LTViTConfig,
@@ -43,6 +52,7 @@ from .models.slice_cnn import (
 AUTO_CLASSES = {
     "AutoModel": AutoModel,
     "AutoModelForImageClassification": AutoModelForImageClassification,
+    "AutoModelForSemanticSegmentation": AutoModelForSemanticSegmentation,
 }
 
 
@@ -117,6 +127,24 @@ FAMILIES = {
         config_factory=slice_cnn_config,
         presets=SLICE_CNN_PRESETS,
         processor_kwargs=lambda config: {"target_shape": list(config.volume_shape)},
+    ),
+    # Segmentation: the processor also reads masks, so it needs the class count, the ignore index and the
+    # multiple the model's input sides must have (patch size and poolings).
+    "diamant": Family(
+        name="diamant",
+        config_class=DIAMANTConfig,
+        base_model_class=DIAMANTModel,
+        heads={"AutoModelForSemanticSegmentation": DIAMANTForSemanticSegmentation},
+        image_processor_class=DIAMANTImageProcessor,
+        config_factory=diamant_config,
+        presets=DIAMANT_PRESETS,
+        head="AutoModelForSemanticSegmentation",
+        processor_kwargs=lambda config: {
+            "size": {"height": config.image_size, "width": config.image_size},
+            "num_labels": config.num_labels,
+            "ignore_index": config.semantic_loss_ignore_index,
+            "size_divisor": config.size_multiple,
+        },
     ),
 }
 
