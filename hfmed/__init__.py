@@ -19,6 +19,13 @@ from .models.lt_vit import (
     LTViTModel,
     lt_vit_config,
 )
+from .models.movl import (
+    MoVLConfig,
+    MoVLForImageClassification,
+    MoVLImageProcessor,
+    MoVLModel,
+    movl_config,
+)
 from .models.scopeformer import (
     ScopeformerConfig,
     ScopeformerForImageClassification,
@@ -65,6 +72,11 @@ __all__ = [
     "family_for",
     "scopeformer_config",
     "slice_cnn_config",
+    "MoVLConfig",
+    "MoVLForImageClassification",
+    "MoVLImageProcessor",
+    "MoVLModel",
+    "movl_config",
     "DIAMANTConfig",
     "DIAMANTForSemanticSegmentation",
     "DIAMANTImageProcessor",

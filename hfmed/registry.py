@@ -30,6 +30,14 @@ from .models.lt_vit import (
     LTViTModel,
     lt_vit_config,
 )
+from .models.movl import PRESETS as MOVL_PRESETS
+from .models.movl import (
+    MoVLConfig,
+    MoVLForImageClassification,
+    MoVLImageProcessor,
+    MoVLModel,
+    movl_config,
+)
 from .models.scopeformer import (
     PRESETS as SCOPEFORMER_PRESETS,
 )
@@ -127,6 +135,22 @@ FAMILIES = {
         config_factory=slice_cnn_config,
         presets=SLICE_CNN_PRESETS,
         processor_kwargs=lambda config: {"target_shape": list(config.volume_shape)},
+    ),
+    # The processor normalises with the backbone's own mean / std (ImageNet for timm ResNets, CLIP's for CLIP),
+    # which the config holds.
+    "movl": Family(
+        name="movl",
+        config_class=MoVLConfig,
+        base_model_class=MoVLModel,
+        heads={"AutoModelForImageClassification": MoVLForImageClassification},
+        image_processor_class=MoVLImageProcessor,
+        config_factory=movl_config,
+        presets=MOVL_PRESETS,
+        processor_kwargs=lambda config: {
+            "size": {"height": config.image_size, "width": config.image_size},
+            "image_mean": list(config.image_mean),
+            "image_std": list(config.image_std),
+        },
     ),
     # Segmentation: the processor also reads masks, so it needs the class count, the ignore index and the
     # multiple the model's input sides must have (patch size and poolings).

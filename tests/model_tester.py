@@ -248,7 +248,10 @@ class FamilyTester:
         assert sorted(r["label"] for r in result) == sorted(config.id2label.values())
         with torch.no_grad():
             logits = model(**processor(Image.open(image).convert("RGB"), return_tensors="pt")).logits[0]
-        expected = dict(zip(config.id2label.values(), torch.sigmoid(logits).tolist(), strict=True))
+        # The pipeline's own rule: softmax for single-label classification, sigmoid for multi-label.
+        single = config.problem_type == "single_label_classification"
+        scores = torch.softmax(logits, dim=-1) if single else torch.sigmoid(logits)
+        expected = dict(zip(config.id2label.values(), scores.tolist(), strict=True))
         for r in result:
             assert r["score"] == pytest.approx(expected[r["label"]], abs=1e-5)
 
