@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .checkpoint import atomic_path
 from .thresholds import _as_matrices, _at_least, roc_points
 
 # Bookkeeping that transformers.Trainer logs next to the metrics; plotted it would only crowd metrics.png.
@@ -31,6 +32,12 @@ def _new_figure(width: float, height: float, nrows: int = 1, ncols: int = 1):
     FigureCanvasAgg(figure)
     axes = figure.subplots(nrows, ncols, squeeze=False)
     return figure, axes
+
+
+def _save(figure, path: Path) -> None:
+    # Via a temporary file: a run killed while plotting leaves the previous PNG, never half of one.
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=100, format="png")
 
 
 def _is_number(value) -> bool:
@@ -123,7 +130,7 @@ def plot_history(
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
         path = out_dir / "loss.png"
-        figure.savefig(path, dpi=100)
+        _save(figure, path)
         written.append(path)
 
     if metric_keys:
@@ -144,7 +151,7 @@ def plot_history(
         for ax in list(axes.flat)[len(panels) :]:
             ax.set_visible(False)
         path = out_dir / "metrics.png"
-        figure.savefig(path, dpi=100)
+        _save(figure, path)
         written.append(path)
 
     return written
@@ -218,7 +225,7 @@ def plot_roc(
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out_path, dpi=100)
+    _save(figure, out_path)
     return out_path
 
 
@@ -259,7 +266,7 @@ def plot_regression(predictions, targets, out_path: str | Path, target_name: str
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out_path, dpi=100)
+    _save(figure, out_path)
     return out_path
 
 

@@ -8,7 +8,8 @@ transformers' `run_image_classification_no_trainer.py`). A run writes into `trai
 
     model/          best epoch's weights + image processor (HF format, safetensors, with the family's source
                     files and auto_map so it loads without hfmed), thresholds in config
-    checkpoints/    `Accelerator.save_state` folders (step_000050, ...) for --resume
+    checkpoints/    `Accelerator.save_state` folders (step_000050, ...) for --resume, written under a temporary
+                    name and renamed into place (hfmed/checkpoint.py), so a kill never leaves a torn one
     metrics.json    per-epoch history, best metrics, thresholds with sensitivity / specificity
     recipe.yaml     the resolved recipe
     plots/          loss.png, metrics.png, roc.png
@@ -17,7 +18,6 @@ transformers' `run_image_classification_no_trainer.py`). A run writes into `trai
 import argparse
 import json
 import math
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -25,6 +25,16 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from .checkpoint import (
+    atomic_path,
+    list_checkpoints,
+    recover_folder,
+    replace_folder,
+    resolve_resume,
+    staging_folder,
+    write_checkpoint,
+    write_text_atomic,
+)
 from .hub import add_remote_code, trust_remote_code_for
 from .recipe import Recipe, RecipeError, dump_recipe, load_recipe
 from .registry import FAMILIES
@@ -91,21 +101,11 @@ def cosine_with_warmup(optimizer, warmup_steps: int, total_steps: int, decay: bo
 
 
 def _checkpoint_dirs(output_dir: Path) -> list[Path]:
-    return sorted((output_dir / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
+    return list_checkpoints(output_dir)
 
 
-def _resolve_resume(resume, output_dir: Path) -> Path | None:
-    if resume in (None, False, ""):
-        return None
-    if resume == "latest":
-        found = _checkpoint_dirs(output_dir)
-        if not found:
-            raise RecipeError(f"--resume latest: no checkpoint under {output_dir / 'checkpoints'}")
-        return found[-1]
-    path = Path(resume)
-    if not (path / "trainer_state.json").is_file():
-        raise RecipeError(f"--resume {resume}: not a checkpoint folder (no trainer_state.json)")
-    return path
+def _resolve_resume(resume, output_dir: Path, log=print) -> Path | None:
+    return resolve_resume(resume, output_dir, log=log)
 
 
 def is_regression(config) -> bool:
@@ -196,7 +196,7 @@ def train(recipe: Recipe, resume=None, stop_after_steps: int | None = None, call
         f"{accelerator.distributed_type.value} on {accelerator.num_processes} process(es), "
         f"device {accelerator.device}, mixed precision {accelerator.mixed_precision}"
     )
-    resume_dir = _resolve_resume(resume, output_dir)
+    resume_dir = _resolve_resume(resume, output_dir, log=accelerator.print)
 
     data = build_dataset(recipe.data.builder, **recipe.data.args)
     model, processor = build_model(recipe)
@@ -267,17 +267,20 @@ def train(recipe: Recipe, resume=None, stop_after_steps: int | None = None, call
         accelerator.init_trackers(recipe.name or "hfmed", config=_flat_for_trackers(recipe))
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
-        dump_recipe(recipe, output_dir / "recipe.yaml")
+        recover_folder(output_dir / "model")  # a kill may have cut the last best-model swap short
+        with atomic_path(output_dir / "recipe.yaml") as temporary:
+            dump_recipe(recipe, temporary)
 
     def save_checkpoint():
-        folder = output_dir / "checkpoints" / f"step_{state['step']:06d}"
-        accelerator.save_state(str(folder))
-        if accelerator.is_main_process:
-            (folder / "trainer_state.json").write_text(json.dumps(state))
-            limit = training.checkpoints_total_limit
-            for old in _checkpoint_dirs(output_dir)[: -limit if limit else None]:
-                shutil.rmtree(old, ignore_errors=True)
-        accelerator.wait_for_everyone()
+        write_checkpoint(
+            output_dir,
+            state["step"],
+            accelerator.save_state,
+            lambda folder: (folder / "trainer_state.json").write_text(json.dumps(state)),
+            is_main_process=accelerator.is_main_process,
+            wait_for_everyone=accelerator.wait_for_everyone,
+            keep=training.checkpoints_total_limit,
+        )
 
     best_eval = None
     progress = tqdm(
@@ -391,7 +394,7 @@ def train(recipe: Recipe, resume=None, stop_after_steps: int | None = None, call
             num_processes=accelerator.num_processes,
             distributed_type=accelerator.distributed_type.value,
         )
-        (output_dir / "metrics.json").write_text(json.dumps(_json_safe(report), indent=2, allow_nan=False) + "\n")
+        write_text_atomic(output_dir / "metrics.json", json.dumps(_json_safe(report), indent=2, allow_nan=False) + "\n")
         plot_history(state["history"], plots, step_losses=state["step_losses"])
     accelerator.wait_for_everyone()
     call("on_train_end", model, accelerator)
@@ -418,13 +421,17 @@ def _save_model(accelerator, model, processor, folder: Path):
     # get_state_dict gathers full weights under FSDP / DeepSpeed, so the export is a plain HF checkpoint.
     state_dict = accelerator.get_state_dict(model)
     unwrapped = accelerator.unwrap_model(model)
+    # Written beside the old best model and swapped in whole: a kill mid-write never tears model/.
+    staged = staging_folder(folder, clear=accelerator.is_main_process)
+    accelerator.wait_for_everyone()
     unwrapped.save_pretrained(
-        folder, state_dict=state_dict, is_main_process=accelerator.is_main_process, save_function=accelerator.save
+        staged, state_dict=state_dict, is_main_process=accelerator.is_main_process, save_function=accelerator.save
     )
     if accelerator.is_main_process:
-        processor.save_pretrained(folder)
+        processor.save_pretrained(staged)
         # The exported folder loads anywhere, hfmed installed or not (trust_remote_code).
-        add_remote_code(folder, unwrapped.config, processor)
+        add_remote_code(staged, unwrapped.config, processor)
+        replace_folder(staged, folder)
     accelerator.wait_for_everyone()
 
 
@@ -451,7 +458,7 @@ def _write_thresholds(folder: Path, thresholds):
     path = folder / "config.json"
     config = json.loads(path.read_text())
     config["label_thresholds"] = [float(t) for t in thresholds]
-    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def _format_record(record: dict, metric: str) -> str:
