@@ -338,13 +338,25 @@ def _has_dicom_magic(head: bytes) -> bool:
 # Copied from hfmed.models.lt_vit.image_processing_lt_vit._read_dicom
 def _read_dicom(source: Any, name: str, force: bool) -> Any:
     import pydicom  # lazy: the module must import without pydicom installed
+    from pydicom.datadict import dictionary_has_tag
 
     try:
-        return pydicom.dcmread(source, force=force)
+        with warnings.catch_warnings():
+            if force:  # any bytes parse as elements of unknown tags, one warning each; the check below decides
+                warnings.simplefilter("ignore")
+            dataset = pydicom.dcmread(source, force=force)
     except Exception as err:
         raise ValueError(
             f"{name} could not be read as DICOM: {_one_line(err)}; pass an uncorrupted DICOM file"
         ) from err
+    # Without the preamble, force=True reads text or a zip as a "dataset" of made-up tags; a real preamble-less
+    # DICOM starts with standard data elements (group 0 holds network commands, never file data).
+    if force and not any(tag.group != 0 and dictionary_has_tag(tag) for tag in dataset.keys()):
+        raise ValueError(
+            f"{name} is not a DICOM file (no 'DICM' preamble and no DICOM data elements where a dataset would "
+            "start, e.g. a text or other file renamed .dcm): pass a real DICOM file"
+        )
+    return dataset
 
 
 def _not_readable(name: str) -> ValueError:
