@@ -30,8 +30,9 @@ class FamilyBench:
     anchor: Callable  # (config) -> (anchor_name, eval_fn(pixel_values), train_module, train_fn(pixel_values, labels))
     preprocess: Callable  # (tmp_dir) -> (description, processor, list of raw inputs)
     batch: int = BATCH
-    gemm_bound: bool = True
     gemm_note: str = ""
+    prepare: Callable | None = None  # (model, config) -> None: put a model in its training stage
+    extra_rows: Callable | None = None  # (settings) -> list[Row]: comparisons beyond the anchor
 
 
 def _bce_head(features: torch.Tensor, head: nn.Module, labels: torch.Tensor) -> torch.Tensor:
@@ -193,6 +194,131 @@ def _slice_cnn_preprocess(tmp: Path):
     return "NIfTI 182x218x182 1 mm -> 91x109x91 2 mm", SliceCNNImageProcessor(), paths
 
 
+# ---------------------------------------------------------------------------------------------------- MoVL
+
+
+def _movl_config():
+    from hfmed import movl_config
+
+    return movl_config("movl-resnet50", num_labels=9)
+
+
+def _movl_inputs(config, batch):
+    pixel_values = torch.randn(batch, config.num_channels, config.image_size, config.image_size)
+    return pixel_values, torch.randint(0, config.num_labels, (batch,))
+
+
+def _movl_prepare(model, config):
+    model.set_training_stage(config.lp_warmup_epochs)  # the joint stage: prompt + probe, discrepancy on
+
+
+def _movl_anchor(config):
+    import timm
+
+    backbone = timm.create_model(config.backbone.split(".")[0], pretrained=False, num_classes=0).eval()
+    backbone.requires_grad_(False)
+    head = nn.Linear(backbone.num_features, config.num_labels)
+    module = nn.ModuleDict({"backbone": backbone, "head": head})
+
+    def features(pixel_values):
+        return backbone(pixel_values)
+
+    def train(pixel_values, labels):  # a linear probe on the frozen backbone
+        with torch.no_grad():
+            pooled = backbone(pixel_values)
+        return nn.functional.cross_entropy(head(pooled), labels)
+
+    return f"the frozen timm {config.backbone.split('.')[0]} alone (+ linear probe when training)", features, \
+        module, train
+
+
+def _rgb_inputs(tmp: Path, count: int = 16, size: int = 512, suffix: str = "png"):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(count):
+        path = tmp / f"rgb_{index}.{suffix}"
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def _movl_preprocess(tmp: Path):
+    from hfmed import MoVLImageProcessor
+
+    return "RGB PNG 512^2 -> 224", MoVLImageProcessor(), _rgb_inputs(tmp)
+
+
+# ------------------------------------------------------------------------------------------------- DIAMANT
+
+
+def _diamant_config():
+    from hfmed import diamant_config
+
+    return diamant_config("diamant-vits8")
+
+
+def _mask_inputs(config, batch):
+    pixel_values = torch.randn(batch, config.num_channels, config.image_size, config.image_size)
+    return pixel_values, torch.randint(0, config.num_labels, (batch, config.image_size, config.image_size))
+
+
+def _diamant_anchor(config):
+    import timm
+
+    from hfmed import DIAMANTForSemanticSegmentation, diamant_config
+
+    # The same U-Net without the attention-map encoder (the paper's ablation) plus the DINO ViT-S forward it
+    # no longer runs: the work DIAMANT adds is the second encoder and the attention maps' extraction.
+    unet = DIAMANTForSemanticSegmentation(diamant_config("diamant-vits8", use_attention_encoder=False))
+    dino = timm.create_model("vit_small_patch8_224", pretrained=False, num_classes=0).eval()
+    dino.requires_grad_(False)
+    module = nn.ModuleDict({"unet": unet, "dino": dino})
+
+    def forward(pixel_values):
+        dino.forward_features(pixel_values)
+        return unet(pixel_values=pixel_values).logits
+
+    def train(pixel_values, labels):
+        with torch.no_grad():
+            dino.forward_features(pixel_values)
+        return unet(pixel_values=pixel_values, labels=labels).loss
+
+    return "plain U-Net, same widths + timm DINO ViT-S/8 forward", forward, module, train
+
+
+def _diamant_preprocess(tmp: Path):
+    from hfmed import DIAMANTImageProcessor
+
+    return "RGB JPEG 512^2 -> 224", DIAMANTImageProcessor(), _rgb_inputs(tmp, suffix="jpg")
+
+
+def segformer_row(settings: Settings) -> list[Row]:
+    """The paper's cost claim: DIAMANT against a published transformer segmenter of similar size."""
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation
+
+    from hfmed import DIAMANTForSemanticSegmentation
+
+    config = _diamant_config()
+    ours = DIAMANTForSemanticSegmentation(config).eval()
+    # SegFormer-B1 widths (13.7 M parameters), 2 labels
+    segformer = SegformerForSemanticSegmentation(SegformerConfig(
+        hidden_sizes=[64, 128, 320, 512], decoder_hidden_size=256, depths=[2, 2, 2, 2], num_labels=config.num_labels,
+    )).eval()
+    pixel_values = torch.randn(BATCH, 3, config.image_size, config.image_size)
+
+    def run(model):
+        with torch.inference_mode(), settings.autocast():
+            model(pixel_values=pixel_values)
+
+    ours_s, anchor_s = interleaved(lambda: run(ours), lambda: run(segformer), settings)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    return [Row("diamant", f"eval forward, batch {BATCH}, vs a transformer segmenter", ours_s, anchor_s,
+                f"transformers SegFormer-B1 layout ({count(segformer) / 1e6:.1f} M params, random init)",
+                note=f"DIAMANT {count(ours) / 1e6:.1f} M params ({sum(p.numel() for p in ours.parameters() if p.requires_grad) / 1e6:.1f} M trainable)")]
+
+
 BENCHES: dict[str, FamilyBench] = {
     "scopeformer": FamilyBench(_scopeformer_config, _image_inputs, _scopeformer_anchor, _scopeformer_preprocess),
     "lt_vit": FamilyBench(_lt_vit_config, _image_inputs, _lt_vit_anchor, _lt_vit_preprocess),
@@ -200,6 +326,9 @@ BENCHES: dict[str, FamilyBench] = {
         _slice_cnn_config, _volume_inputs, _slice_cnn_anchor, _slice_cnn_preprocess, batch=2,
         gemm_note="2 volumes = 182 ResNet-18 slices of 109x91: convolutions on small maps, not large GEMMs",
     ),
+    "movl": FamilyBench(_movl_config, _movl_inputs, _movl_anchor, _movl_preprocess, prepare=_movl_prepare),
+    "diamant": FamilyBench(_diamant_config, _mask_inputs, _diamant_anchor, _diamant_preprocess,
+                           extra_rows=segformer_row),
 }
 
 
@@ -228,6 +357,8 @@ def bench_family(name: str, settings: Settings, gemm_gflops: float) -> list[Row]
     config = spec.config()
     torch.manual_seed(0)
     model = family.head_class(config).to(device).eval()
+    if spec.prepare is not None:
+        spec.prepare(model, config)
     pixel_values, labels = (t.to(device) for t in spec.inputs(config, spec.batch))
     anchor_name, anchor_eval, anchor_module, anchor_train = spec.anchor(config)
     anchor_module.to(device).eval()
@@ -270,6 +401,8 @@ def bench_family(name: str, settings: Settings, gemm_gflops: float) -> list[Row]
         rows.append(Row(name, f"preprocessing per item ({description})", per_item, model_per_item,
                         "model eval forward per item", target="<= 0.2x (>= 5x the model's rate)"))
         rows.append(_from_pretrained_row(name, family, model, Path(tmp), settings))
+    if spec.extra_rows is not None:
+        rows.extend(spec.extra_rows(settings))
     return rows
 
 
