@@ -862,11 +862,12 @@ class DIAMANTImageProcessor(TorchvisionBackend):
             for index, image in enumerate(decoded):
                 height, width = image.shape[-2:]
                 if height % divisor or width % divisor:
+                    padded = f"pad to {height + (-height) % divisor}x{width + (-width) % divisor}"
+                    if height >= divisor and width >= divisor:
+                        padded = f"crop to {height - height % divisor}x{width - width % divisor} or {padded}"
                     raise ValueError(
                         f"image {index} is {height}x{width} but the model needs height and width divisible by "
-                        f"{divisor} (size_divisor: its patch size and poolings): keep do_resize=True, or crop / pad "
-                        f"to {height - height % divisor}x{width - width % divisor} or "
-                        f"{height + (-height) % divisor}x{width + (-width) % divisor}"
+                        f"{divisor} (size_divisor: its patch size and poolings): keep do_resize=True, or {padded}"
                     )
         device = kwargs.get("device")
         tensors = [torch.from_numpy(image) for image in decoded]
