@@ -13,13 +13,18 @@ line. The exported model folder is swapped in the same way (`replace_folder` / `
 single files (metrics.json, recipe.yaml, plots) go through `atomic_path`: written next to the target, then
 `os.replace`d over it. Renames within one folder are atomic on POSIX file systems; nothing here calls
 fsync, because a killed process loses nothing the kernel already holds (a power cut is another matter).
+
+The writability and free-space checks (`check_output_dir`, `check_free_space`) run before training, so a
+read-only or full disk stops the run with one line instead of a traceback after an epoch.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -212,9 +217,97 @@ def recover_folder(final: Path) -> None:
         shutil.rmtree(staged, ignore_errors=True)
 
 
+def check_output_dir(output_dir: Path) -> None:
+    """Creates `output_dir` and proves it writable with a probe file, or raises one clear line.
+
+    `os.access(W_OK)` alone is not enough: for root it ignores the permission bits, and it cannot see a
+    quota; it does report a read-only mount (EROFS), which we name. The probe write is the real test.
+    """
+    output_dir = Path(output_dir)
+    fix = "choose a writable folder with training.output_dir=..."
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise CheckpointError(
+            f"training.output_dir {output_dir} exists and is not a folder: {fix}"
+        ) from None
+    except NotADirectoryError:
+        raise CheckpointError(
+            f"training.output_dir {output_dir} cannot be created: a part of its path is a file, not a folder: {fix}"
+        ) from None
+    except OSError as err:
+        raise CheckpointError(
+            f"training.output_dir {output_dir} cannot be created ({_reason(err)}): {fix}"
+        ) from None
+    if not output_dir.is_dir():
+        raise CheckpointError(f"training.output_dir {output_dir} is not a folder: {fix}")
+    if not os.access(output_dir, os.W_OK):
+        raise CheckpointError(f"training.output_dir {output_dir} is not writable (read-only or no permission): {fix}")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".hfmed-write-probe-", dir=output_dir)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as err:
+        raise CheckpointError(f"training.output_dir {output_dir} is not writable ({_reason(err)}): {fix}") from None
+
+
+def checkpoint_bytes(model, optimizer_states_per_parameter: int = 2) -> int:
+    """Bytes one checkpoint takes, estimated from the model: all weights and buffers, plus
+    `optimizer_states_per_parameter` tensors (Adam's two moments) per trainable parameter."""
+    total = trainable = 0
+    for param in model.parameters():
+        total += param.numel() * param.element_size()
+        if param.requires_grad:
+            trainable += param.numel() * param.element_size()
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    return total + buffers + optimizer_states_per_parameter * trainable
+
+
+def check_free_space(output_dir: Path, model, checkpoints_kept: int | None) -> int:
+    """Raises one clear line when `output_dir` lacks room for the run's checkpoints and model export.
+
+    The estimate (returned, in bytes): `checkpoints_kept` complete checkpoints plus the one being written
+    (2 when there is no limit: the minimum for a resumable run), plus the exported model twice (the old and
+    new copies coexist while `replace_folder` swaps them).
+    """
+    per_checkpoint = checkpoint_bytes(model)
+    weights = checkpoint_bytes(model, optimizer_states_per_parameter=0)
+    needed = per_checkpoint * ((checkpoints_kept or 1) + 1) + 2 * weights
+    try:
+        free = shutil.disk_usage(output_dir).free
+    except OSError:  # some network file systems cannot say; the writes themselves will
+        return needed
+    if free < needed:
+        raise CheckpointError(
+            f"training.output_dir {output_dir} has {_size(free)} free but this run needs about {_size(needed)} "
+            f"(checkpoints of {_size(per_checkpoint)} each, and the exported model): free some space, lower "
+            "training.checkpoints_total_limit, or choose another training.output_dir"
+        )
+    return needed
+
+
+def _reason(err: OSError) -> str:
+    if err.errno == errno.EROFS:
+        return "read-only file system"
+    if err.errno == errno.ENOSPC:
+        return "no space left on device"
+    return err.strerror or type(err).__name__
+
+
+def _size(count: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1024 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} TB"
+
+
 __all__ = [
     "CheckpointError",
     "atomic_path",
+    "check_free_space",
+    "check_output_dir",
+    "checkpoint_bytes",
     "checkpoint_name",
     "is_complete",
     "list_checkpoints",

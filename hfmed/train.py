@@ -27,6 +27,8 @@ from torch.utils.data import DataLoader
 
 from .checkpoint import (
     atomic_path,
+    check_free_space,
+    check_output_dir,
     list_checkpoints,
     recover_folder,
     replace_folder,
@@ -196,10 +198,12 @@ def train(recipe: Recipe, resume=None, stop_after_steps: int | None = None, call
         f"{accelerator.distributed_type.value} on {accelerator.num_processes} process(es), "
         f"device {accelerator.device}, mixed precision {accelerator.mixed_precision}"
     )
+    check_output_dir(output_dir)  # a read-only or misnamed folder stops here, not after an epoch
     resume_dir = _resolve_resume(resume, output_dir, log=accelerator.print)
 
     data = build_dataset(recipe.data.builder, **recipe.data.args)
     model, processor = build_model(recipe)
+    check_free_space(output_dir, model, training.checkpoints_total_limit)
     label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     regression = is_regression(model.config)
     if training.pos_weight is not None and regression:

@@ -93,7 +93,7 @@ def write_tiny_recipe(family: str, folder: Path, data_root: Path, **training) ->
     for dotted, value in TINY[family].items():  # a dict value replaces the whole section
         _set(recipe, dotted, _fill(value, data_root))
     recipe.setdefault("data", {})["num_workers"] = 0
-    for key, value in {**TRAINING, **training, "output_dir": str(folder / "run")}.items():
+    for key, value in {**TRAINING, "output_dir": str(folder / "run"), **training}.items():
         _set(recipe, f"training.{key}", value)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "recipe.yaml"
