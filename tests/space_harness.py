@@ -252,3 +252,84 @@ def unique_copy(source: Path, folder: Path, tag: str) -> Path:
     else:
         raise ValueError(f"unique_copy: no way to vary {name}; add one for this file type")
     return target
+
+
+def answer_digest(answer, downloads: Path) -> str:
+    """`answer` as JSON, each downloaded file (a path under `downloads`) replaced by a hash of its decoded
+    pixels and floats rounded to 6 decimals: equal for equal answers; decoding raises on a torn file."""
+    import hashlib
+    import json
+
+    def walk(value):
+        if isinstance(value, dict):
+            return {key: walk(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [walk(item) for item in value]
+        if isinstance(value, float):
+            return round(value, 6)
+        if isinstance(value, str) and value.startswith(str(downloads)):
+            with Image.open(value) as image:
+                image.load()
+                return f"{image.mode}{image.size}:{hashlib.sha256(image.tobytes()).hexdigest()[:16]}"
+        return value
+
+    return json.dumps(walk(answer), sort_keys=True)
+
+
+def run_load(url: str, files: list[Path], clients: int, work: Path, threshold: float = 0.5) -> dict:
+    """Sends one `/predict` request per entry of `files` from `clients` concurrent gradio_client Clients (each
+    its own thread and download folder, downloading every output file as a browser does).
+
+    Returns `{"failed", "errors" (distinct messages), "latencies" (s, successes), "digests" (request index ->
+    `answer_digest`), "wall_s"}`. A request fails when it raises or an output file does not decode.
+    """
+    import threading
+
+    from gradio_client import Client, handle_file
+
+    pending = iter(range(len(files)))
+    lock = threading.Lock()
+    latencies, errors, digests = [], [], {}
+
+    def worker(number: int) -> None:
+        downloads = work / f"downloads-{number}"
+        client = Client(url, verbose=False, analytics_enabled=False, download_files=str(downloads))
+        while True:
+            with lock:
+                index = next(pending, None)
+            if index is None:
+                return
+            start = time.perf_counter()
+            try:
+                answer = client.predict(handle_file(str(files[index])), threshold, api_name="/predict")
+                digest = answer_digest(answer, downloads)
+                with lock:
+                    latencies.append(time.perf_counter() - start)
+                    digests[index] = digest
+            except Exception as err:  # every failure counts, whatever it is
+                with lock:
+                    errors.append(f"{type(err).__name__}: {' '.join(str(err).split())[:300]}")
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {"failed": len(errors), "errors": sorted(set(errors)), "latencies": latencies, "digests": digests,
+            "wall_s": time.perf_counter() - started}
+
+
+def process_memory(pid: int) -> dict[str, int]:
+    """`VmRSS` and `VmHWM` (peak) of process `pid`, in bytes, from /proc/<pid>/status."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) * 1024
+    return fields
+
+
+def reset_peak_memory(pid: int) -> None:
+    """Resets `VmHWM` of process `pid` to its current RSS (Linux >= 4.0: /proc/<pid>/clear_refs, '5')."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
