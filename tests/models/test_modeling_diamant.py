@@ -205,6 +205,8 @@ class TestDIAMANT(FamilyTester):
             processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
             for obj in (head, base, processor):
                 assert not type(obj).__module__.startswith("hfmed"), type(obj).__module__
+            for model in (head.diamant, base):
+                assert not any(p.requires_grad for p in model.dino.parameters())
             batch = processor(image, segmentation_maps=mask, return_tensors="pt")
             with torch.no_grad():
                 result = head(**x, output_attention_maps=True)
@@ -610,6 +612,20 @@ def test_a_training_step_leaves_dino_bit_identical():
     for key, value in model.diamant.dino.state_dict().items():
         assert torch.equal(value, dino_before[key]), key
     assert not torch.equal(model.diamant.image_encoder.stages[0].conv1.weight, conv_before)
+
+
+def test_dino_stays_frozen_after_loading(tmp_path):
+    build().save_pretrained(tmp_path)
+    loaded = [
+        DIAMANTForSemanticSegmentation.from_pretrained(tmp_path),
+        AutoModelForSemanticSegmentation.from_pretrained(tmp_path),
+        DIAMANTModel.from_pretrained(tmp_path),
+        DIAMANTForSemanticSegmentation.from_pretrained(tmp_path, output_loading_info=True)[0],
+    ]
+    for model in loaded:
+        base = getattr(model, "diamant", model)
+        assert not any(p.requires_grad for p in base.dino.parameters())
+        assert all(p.requires_grad for p in base.image_encoder.parameters())
 
 
 def test_precomputed_attention_maps_give_the_same_output_and_are_checked():

@@ -315,6 +315,16 @@ class DIAMANTPreTrainedModel(PreTrainedModel):
             )
 
     @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        loaded = super().from_pretrained(*args, **kwargs)
+        # transformers puts every loaded tensor into a new Parameter with requires_grad=True: freeze DINO again.
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        for module in model.modules():
+            if isinstance(module, DIAMANTDinoViT):
+                module.requires_grad_(False)
+        return loaded
+
+    @classmethod
     def from_dino(cls, source, config: DIAMANTConfig):
         """A new model whose frozen ViT carries the weights of `source`: a DINO ViT module (official, timm or
         transformers `ViTModel`) or its state dict in any of those layouts (see `convert_dino_state_dict`).
