@@ -224,6 +224,7 @@ TASK_METRICS = {
     "multi_label_classification": [
         ("mean_auroc", "roc_auc", "mean AUROC"),
         ("weighted_log_loss", "log_loss", "weighted log loss"),
+        ("mean_log_loss", "log_loss", "mean log loss"),
         ("mean_accuracy", "accuracy", "mean per-label accuracy at 0.5"),
         ("balanced_accuracy", "balanced_accuracy", "balanced accuracy at 0.5"),
     ],
@@ -268,7 +269,7 @@ def card_data(config, metrics: dict | None, recipe: dict | None, repo_id: str, l
         datasets=[dataset_name],
         # The metrics this card reports (all of the task's when the run recorded none yet).
         metrics=[r.metric_type for r in eval_results]
-        or [metric_type for _, metric_type, _ in TASK_METRICS.get(config.problem_type, [])],
+        or list(dict.fromkeys(metric_type for _, metric_type, _ in TASK_METRICS.get(config.problem_type, []))),
         base_model=None,
         model_name=repo_id.split("/")[-1],
         eval_results=eval_results or None,

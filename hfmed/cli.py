@@ -35,7 +35,7 @@ def _demo(args) -> int:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     best = metrics["best"]
     print(f"[2/4] best epoch {best['epoch']} of {len(metrics['history'])}, validation:")
-    for key in ("mean_auroc", "weighted_log_loss", "mean_accuracy"):
+    for key in ("mean_auroc", "weighted_log_loss", "mean_log_loss", "mean_accuracy"):
         if key in best["metrics"]:
             print(f"        {key:<18} {best['metrics'][key]:.4f}")
     for label, point in metrics["thresholds"]["operating_points"].items():

@@ -8,6 +8,9 @@ the model's prediction (a value for a regression model, a probability per label 
 the per-slice attention weights when the model has them.
 """
 
+import os
+from pathlib import Path
+
 import torch
 from transformers import AutoModelForImageClassification, ImageClassificationPipeline, Pipeline, pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
@@ -92,10 +95,52 @@ def register_pipelines() -> None:
     )
 
 
+def _check_model_source(model) -> None:
+    """A one-line error for a local path that is not a model folder: transformers would call it a malformed
+    Hub repo id, or ask for a `model_type` key in a config.json that does not exist."""
+    if not isinstance(model, (str, os.PathLike)):
+        return
+    path = Path(model)
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return
+        if (path / "model" / "config.json").is_file():
+            raise ValueError(f"{model} is a training run folder, not a model folder: pass {path / 'model'}")
+        raise ValueError(
+            f"{model} has no config.json, so it is not a model folder: pass a folder written by save_pretrained "
+            "or `hfmed train` (a run's model/ subfolder), or a Hub repo id 'org/name'"
+        )
+    text = os.fspath(model)
+    # A Hub id is "name" or "org/name"; anything else that does not exist is a mistyped local path.
+    if path.is_absolute() or text.startswith((".", "~")) or text.count("/") > 1 or os.sep in text.replace("/", ""):
+        raise FileNotFoundError(f"No model folder {text!r}: check the path (a run's model folder is <run>/model)")
+
+
 def _pipeline(task, model, kwargs):
+    _check_model_source(model)
     hub_kwargs = {key: kwargs[key] for key in ("revision", "token") if key in kwargs}
     kwargs["trust_remote_code"] = trust_remote_code_for(model, kwargs.get("trust_remote_code"), **hub_kwargs)
-    return pipeline(task, model=model, **kwargs)
+    pipe = pipeline(task, model=model, **kwargs)
+    _check_input_kind(task, pipe.model.config, model)
+    return pipe
+
+
+def _check_input_kind(task, config, model) -> None:
+    from .cards import FAMILY_CARDS
+
+    card = FAMILY_CARDS.get(getattr(config, "model_type", None))
+    if card is None:
+        return
+    if task == VOLUME_TASK and card.input_kind != "volume":
+        raise ValueError(
+            f"{model} is a {config.model_type} model for 2-D images, not 3-D volumes: use "
+            "hfmed.pipelines.classify, not predict_volume"
+        )
+    if task == TASK and card.input_kind == "volume":
+        raise ValueError(
+            f"{model} is a {config.model_type} model for 3-D volumes: use hfmed.pipelines.predict_volume, "
+            "not classify"
+        )
 
 
 def classify(inputs, model, **kwargs):

@@ -466,7 +466,8 @@ def _write_thresholds(folder: Path, thresholds):
 
 
 def _format_record(record: dict, metric: str) -> str:
-    keys = ["eval_loss", f"eval_{metric}", "eval_weighted_log_loss", "eval_mean_accuracy", "eval_mae", "eval_pearson_r"]
+    keys = ["eval_loss", f"eval_{metric}", "eval_weighted_log_loss", "eval_mean_log_loss", "eval_mean_accuracy",
+            "eval_mae", "eval_pearson_r"]
     shown = " ".join(f"{k}={record[k]:.4f}" for k in dict.fromkeys(keys) if k in record)
     return f"epoch {record['epoch']} step {record['step']} train_loss={record['train_loss']:.4f} {shown}"
 

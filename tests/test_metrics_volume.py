@@ -189,7 +189,7 @@ def test_compute_metrics_for_binary_adds_balanced_accuracy(ad):
     expected = classification_metrics(p[:, None], labels[:, None], ["AD"])
     expected.update(binary_metrics(p, labels))
     assert result == pytest.approx(expected, abs=1e-6)
-    assert {"weighted_log_loss", "auroc_AD", "accuracy", "balanced_accuracy", "auroc"} <= set(result)
+    assert {"mean_log_loss", "auroc_AD", "accuracy", "balanced_accuracy", "auroc"} <= set(result)
     at = make_compute_metrics(["AD"], thresholds=0.3, task="binary")(
         EvalPrediction(predictions=logits, label_ids=labels)
     )
@@ -203,7 +203,7 @@ def test_compute_metrics_default_task_is_unchanged(ad):
     p = np.clip(probabilities.astype(np.float64), 1e-6, 1 - 1e-6)
     logits = (np.log(p) - np.log1p(-p))[:, None]
     default = make_compute_metrics(["AD"])(EvalPrediction(predictions=logits, label_ids=labels[:, None]))
-    assert set(default) == {"weighted_log_loss", "mean_auroc", "auroc_AD", "mean_accuracy", "accuracy_AD"}
+    assert set(default) == {"mean_log_loss", "mean_auroc", "auroc_AD", "mean_accuracy", "accuracy_AD"}
     assert TASKS == ("multi_label_classification", "binary", "regression")
 
 

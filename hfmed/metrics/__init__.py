@@ -72,8 +72,10 @@ def classification_metrics(
         thresholds: decision threshold(s) for the accuracies: one float, L floats, or `None` for 0.5.
 
     Returns:
-        `{"weighted_log_loss", "mean_auroc", "auroc_<name>"..., "mean_accuracy", "accuracy_<name>"...}`;
-        an AUROC is `nan` for a label with a single class in `labels` (left out of `mean_auroc`).
+        `{"weighted_log_loss" or "mean_log_loss", "mean_auroc", "auroc_<name>"..., "mean_accuracy",
+        "accuracy_<name>"...}`; the log loss is `weighted_log_loss` only when the label weights differ (the
+        RSNA metric), `mean_log_loss` when it is a plain mean over labels (equal weights, or one label). An
+        AUROC is `nan` for a label with a single class in `labels` (left out of `mean_auroc`).
     """
     probabilities = _to_numpy(probabilities)
     labels = _to_numpy(labels)
@@ -84,6 +86,8 @@ def classification_metrics(
             f"got {probabilities.shape}"
         )
     log_loss_kwargs = {} if label_weights is None else {"label_weights": list(label_weights)}
+    weights = np.asarray([2.0] + [1.0] * (len(label_names) - 1) if label_weights is None else label_weights)
+    log_loss_name = "weighted_log_loss" if np.ptp(weights.astype(np.float64)) > 0 else "mean_log_loss"
     if thresholds is None or np.ndim(thresholds) == 0:
         accuracy_kwargs = {} if thresholds is None else {"threshold": float(thresholds)}
     else:
@@ -96,6 +100,8 @@ def classification_metrics(
         ("multilabel_accuracy", {"label_names": label_names, **accuracy_kwargs}),
     ):
         output = _cached_metric(name).compute(predictions=probabilities, references=labels, **kwargs)
+        if name == "rsna_weighted_log_loss":
+            output = {log_loss_name: output["weighted_log_loss"]}
         results.update({key: float(value) for key, value in output.items()})
     return results
 
