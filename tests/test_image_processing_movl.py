@@ -304,3 +304,25 @@ def test_copied_helpers_equal_their_lt_vit_source():
     assert len(marks) >= 15
     for source_name, name in marks:
         assert source_name == name and ours[name] == source[name], name
+
+
+def test_medical_pipeline_gives_softmax_scores_for_a_dicom(tmp_path):
+    from transformers import pipeline
+
+    import hfmed
+    from hfmed.hub import save_for_hub
+    from hfmed.pipelines import TASK
+
+    config = hfmed.movl_config("movl-tiny", id2label={0: "a", 1: "b", 2: "c"}, prompt_init="normal")
+    torch.manual_seed(0)
+    model = hfmed.MoVLForImageClassification(config).eval()
+    processor = hfmed.MoVLImageProcessor(**hfmed.FAMILIES["movl"].processor_kwargs_for(config))
+    folder = save_for_hub(model, processor, tmp_path / "hub")
+    ct = get_testdata_file("CT_small.dcm")
+    with torch.no_grad():
+        probabilities = torch.softmax(model(**processor(ct, return_tensors="pt")).logits[0], dim=-1)
+    result = pipeline(TASK, model=str(folder))(ct)
+    assert {r["label"]: pytest.approx(r["score"], abs=1e-6) for r in result} == dict(
+        zip(["a", "b", "c"], probabilities.tolist(), strict=True)
+    )
+    assert sum(r["score"] for r in result) == pytest.approx(1.0, abs=1e-6)

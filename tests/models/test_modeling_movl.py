@@ -522,3 +522,34 @@ def test_a_clip_checkpoint_passed_as_a_resnet_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="does not match config.clip_vision_config .*patch_size 4 vs 8"):
         MoVLForImageClassification.from_pretrained_backbones(movl_config("movl-clip-tiny"), other)
     assert json.loads((other / "config.json").read_text())["model_type"] == "clip_vision_model"
+
+
+@pytest.mark.parametrize("preset", ["movl-tiny", "movl-clip-tiny"])
+def test_activation_checkpointing_recomputes_the_frozen_backbone_for_the_prompt_gradient(preset):
+    config = movl_config(preset, id2label=LABELS3, prompt_init="normal", discrepancy_weight=0.0)
+    torch.manual_seed(0)
+    model = MoVLForImageClassification(config).train()
+    calls = []
+    # The first convolution (a stem or CLIP's patch embedding): torch's non-reentrant recompute stops early, once
+    # the saved tensors are back, so a hook on the whole backbone would not fire again.
+    first_conv = next(m for m in model.movl.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    first_conv.register_forward_hook(lambda *_: calls.append(1))
+    x, y = torch.randn(2, 3, 32, 32), torch.tensor([0, 2])
+    model(x, labels=y).loss.backward()
+    plain_grad = model.movl.prompter.pad_up.grad.clone()
+    assert len(calls) == 1
+    model.zero_grad()
+    model.activation_checkpointing_enable()
+    calls.clear()
+    model(x, labels=y).loss.backward()
+    assert len(calls) == 2  # forward, and again in backward: only the prompted input was kept
+    torch.testing.assert_close(model.movl.prompter.pad_up.grad, plain_grad, atol=1e-6, rtol=1e-5)
+
+
+def test_tuple_outputs():
+    model = MoVLForImageClassification(movl_config("movl-tiny", id2label=LABELS3)).eval()
+    x, y = torch.randn(2, 3, 32, 32), torch.tensor([0, 2])
+    loss, logits, features = model(x, labels=y, return_dict=False)
+    out = model(x, labels=y)
+    assert torch.equal(loss, out.loss) and torch.equal(logits, out.logits) and features.shape == (2, 96)
+    assert len(model(x, return_dict=False)) == 2

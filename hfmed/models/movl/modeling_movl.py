@@ -460,6 +460,8 @@ class MoVLForImageClassification(MoVLPreTrainedModel):
             `multi_label_classification`, *optional*):
             Targets. The loss is cross-entropy (or the mean BCE per label, with `config.loss_pos_weight`), plus
             `config.discrepancy_weight` x `discrepancy_loss` in a stage with the discrepancy on.
+
+        With `return_dict=False`: `(loss, logits, features[, hidden_states])`, without `loss` when no labels.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         self._check_pixel_values(pixel_values)
@@ -531,7 +533,7 @@ class MoVLForImageClassification(MoVLPreTrainedModel):
                     self.config.loss_pos_weight, dtype=logits.dtype, device=logits.device
                 )
             return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), pos_weight=pos_weight)
-        return F.cross_entropy(logits, labels)
+        return F.cross_entropy(logits, labels.long())
 
     def discrepancy_loss(
         self,
