@@ -168,15 +168,15 @@ def plot_roc(
 
     Args:
         probabilities: (N, L) probabilities.
-        labels: (N, L) 0/1 labels.
+        labels: (N, L) 0/1 labels; -1 (unknown) entries are left out of their label's curve.
         label_names: L names for the legend.
         out_path: the PNG to write (its folder is created if missing).
         thresholds: optional float or L floats; each label's point (1 - specificity, sensitivity) under
             `probability >= threshold` is marked on its curve.
 
-    A label with a single class in `labels` has no ROC curve: it is listed in the legend as such.
+    A label whose known labels hold a single class has no ROC curve: it is listed in the legend as such.
     """
-    probabilities, labels = _as_matrices(probabilities, labels)
+    probabilities, labels, known = _as_matrices(probabilities, labels)
     num_labels = probabilities.shape[1]
     label_names = [str(name) for name in label_names]
     if len(label_names) != num_labels:
@@ -193,17 +193,17 @@ def plot_roc(
     ax = axes[0, 0]
     ax.plot([0, 1], [0, 1], linestyle="--", color="0.6", linewidth=1, label="chance")
     for j, name in enumerate(label_names):
-        truth = labels[:, j]
+        scores, truth = probabilities[known[:, j], j], labels[known[:, j], j]
         if truth.all() or not truth.any():
             ax.plot([], [], linestyle="none", label=f"{name} (single class: no ROC)")
             continue
-        _, tpr, fpr = roc_points(probabilities[:, j], truth)
+        _, tpr, fpr = roc_points(scores, truth)
         # The curve starts at (0, 0): a threshold above every score calls nothing positive.
         fpr, tpr = np.concatenate(([0.0], fpr)), np.concatenate(([0.0], tpr))
         auroc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
         (line,) = ax.plot(fpr, tpr, linewidth=1.5, label=f"{name} (AUROC {auroc:.3f})")
         if cutoffs is not None:
-            predicted = _at_least(probabilities[:, j], cutoffs[j])
+            predicted = _at_least(scores, cutoffs[j])
             ax.plot(
                 predicted[~truth].mean(),
                 predicted[truth].mean(),

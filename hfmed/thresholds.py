@@ -8,6 +8,8 @@ Decision rule everywhere in hfmed: a label is positive iff `probability >= thres
 thresholds are the distinct predicted scores, so every candidate is one point of the empirical ROC curve.
 Comparisons are made at the precision of the probabilities (float32 model outputs stay float32, so a
 typed threshold 0.7 calls a float32 0.7 positive, as the `multilabel_accuracy` metric does).
+A label of -1 is unknown (CheXpert's uncertain findings under U-Ignore): skipped, label by label, as the
+model's loss and the metrics skip it.
 numpy only: no scikit-learn here, the tests compare against it.
 """
 
@@ -19,6 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 SINGLE_CLASS_THRESHOLD = 0.5
+UNKNOWN = -1.0
 
 
 def _as_float(values) -> np.ndarray:
@@ -32,7 +35,8 @@ def _at_least(scores: np.ndarray, threshold: float) -> np.ndarray:
     return scores >= scores.dtype.type(threshold)
 
 
-def _as_matrices(probabilities, labels) -> tuple[np.ndarray, np.ndarray]:
+def _as_matrices(probabilities, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`(probabilities, positive, known)`: (N, L) scores and two boolean masks (`known` is False at -1)."""
     if hasattr(probabilities, "detach"):
         probabilities = probabilities.detach().float().cpu().numpy()
     if hasattr(labels, "detach"):
@@ -53,9 +57,9 @@ def _as_matrices(probabilities, labels) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError("need at least one example")
     if np.isnan(probabilities).any():
         raise ValueError("probabilities contain NaN")
-    if not np.isin(labels, (0.0, 1.0)).all():
-        raise ValueError("labels must be 0 or 1")
-    return probabilities, labels.astype(bool)
+    if not np.isin(labels, (0.0, 1.0, UNKNOWN)).all():
+        raise ValueError("labels must be 0, 1, or -1 for an unknown label (skipped)")
+    return probabilities, labels == 1.0, labels != UNKNOWN
 
 
 def roc_points(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -63,10 +67,12 @@ def roc_points(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
     Returns `(thresholds, tpr, fpr)`: the distinct scores in decreasing order and, for each, the true and
     false positive rates of calling `score >= threshold` positive. The (0, 0) corner (threshold above
-    every score) is not included. Raises `ValueError` if `labels` hold a single class.
+    every score) is not included. Labels of -1 (unknown) are skipped. Raises `ValueError` if the known
+    labels hold a single class.
     """
     scores = _as_float(scores).reshape(-1)
-    labels = np.asarray(labels).reshape(-1).astype(bool)
+    labels = np.asarray(labels, dtype=np.float64).reshape(-1)
+    scores, labels = scores[labels != UNKNOWN], labels[labels != UNKNOWN] == 1.0
     num_positive = int(labels.sum())
     num_negative = labels.shape[0] - num_positive
     if num_positive == 0 or num_negative == 0:
@@ -93,7 +99,7 @@ def choose_thresholds(
 
     Args:
         probabilities: (N, L) predicted probabilities (a vector for one label).
-        labels: (N, L) 0/1 labels.
+        labels: (N, L) 0/1 labels; -1 (unknown) entries are skipped.
         method: `"youden"` maximises sensitivity + specificity - 1 (Youden's J) over the distinct
             predicted scores; among equal J the highest threshold wins (fewer false positives).
             `"sensitivity"` picks the highest threshold whose sensitivity is at least
@@ -101,21 +107,24 @@ def choose_thresholds(
         target_sensitivity: in (0, 1], for `method="sensitivity"`.
 
     Returns:
-        L plain floats. A label with a single class in `labels` gets 0.5 and a `UserWarning`.
+        L plain floats. A label whose known labels hold a single class (or none) gets 0.5 and a
+        `UserWarning`.
     """
     if method not in ("youden", "sensitivity"):
         raise ValueError(f"method must be 'youden' or 'sensitivity'; got {method!r}")
     if method == "sensitivity" and not 0.0 < target_sensitivity <= 1.0:
         raise ValueError(f"target_sensitivity must be in (0, 1]; got {target_sensitivity}")
-    probabilities, labels = _as_matrices(probabilities, labels)
+    probabilities, labels, known = _as_matrices(probabilities, labels)
 
     chosen = []
     for j in range(probabilities.shape[1]):
-        column, truth = probabilities[:, j], labels[:, j]
+        column, truth = probabilities[known[:, j], j], labels[known[:, j], j]
         if truth.all() or not truth.any():
+            unknown = int((~known[:, j]).sum())
             warnings.warn(
                 f"label {j} has a single class in the validation labels ({int(truth.sum())} positives of "
-                f"{truth.shape[0]}); no threshold can be chosen, using {SINGLE_CLASS_THRESHOLD}",
+                f"{truth.shape[0]}{f' known, {unknown} unknown' if unknown else ''}); no threshold can be "
+                f"chosen, using {SINGLE_CLASS_THRESHOLD}",
                 UserWarning,
                 stacklevel=2,
             )
@@ -150,7 +159,7 @@ def operating_points(
 
     Args:
         probabilities: (N, L) predicted probabilities.
-        labels: (N, L) 0/1 labels.
+        labels: (N, L) 0/1 labels; -1 (unknown) entries are left out of the counts.
         thresholds: one float for every label, or L floats (e.g. from `choose_thresholds`).
         label_names: L names for the keys; defaults to "0", "1", ...
 
@@ -159,7 +168,7 @@ def operating_points(
         plain floats and ints. Sensitivity (no positives) or specificity (no negatives) that is undefined
         is `None`, and so is `youden_j` then.
     """
-    probabilities, labels = _as_matrices(probabilities, labels)
+    probabilities, labels, known = _as_matrices(probabilities, labels)
     num_labels = probabilities.shape[1]
     cutoffs = np.asarray(thresholds, dtype=np.float64).reshape(-1)
     if cutoffs.shape[0] == 1:
@@ -176,8 +185,8 @@ def operating_points(
 
     points = {}
     for j, name in enumerate(names):
-        predicted = _at_least(probabilities[:, j], cutoffs[j])
-        truth = labels[:, j]
+        predicted = _at_least(probabilities[known[:, j], j], cutoffs[j])
+        truth = labels[known[:, j], j]
         tp = int((predicted & truth).sum())
         fp = int((predicted & ~truth).sum())
         tn = int((~predicted & ~truth).sum())

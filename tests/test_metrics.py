@@ -208,7 +208,7 @@ def test_accuracy_compares_at_the_float32_precision_of_the_stored_predictions(ac
         ([[0.1, 0.2], [0.4, 0.5]], [[0, 1]], "Mismatch in the number"),
         ([[0.1, 0.2], [0.4]], [[0, 1], [1]], "rectangular"),
         ([[0.1, float("nan")], [0.4, 0.5]], [[0, 1], [1, 0]], "NaN"),
-        ([[0.1, 0.2], [0.4, 0.5]], [[0, 2], [1, 0]], "0 or 1"),
+        ([[0.1, 0.2], [0.4, 0.5]], [[0, 2], [1, 0]], "0, 1, or -1 for an unknown label"),
     ],
     ids=["label-count", "row-count", "ragged", "nan", "non-binary"],
 )
@@ -234,6 +234,89 @@ def test_wrong_number_of_weights_names_or_thresholds_raise(log_loss_metric, auro
         accuracy_metric.compute(predictions=predictions, references=references, thresholds=[0.5, 0.5, 0.5])
     with pytest.raises(ValueError, match="not both"):
         accuracy_metric.compute(predictions=predictions, references=references, threshold=0.5, thresholds=[0.5, 0.5])
+
+
+# --- unknown labels (-1): skipped per label ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def with_unknown(data):
+    """`data` with a third of the entries unknown (-1), one label entirely unknown, one known single-class."""
+    probabilities, labels = data
+    rng = np.random.default_rng(5)
+    references = labels.astype(np.float64)
+    references[rng.random(references.shape) < 0.33] = -1
+    references[:, 2] = -1  # "subdural": nothing known
+    for j in (0, 1):
+        known = references[:, j] != -1
+        assert 0 < references[known, j].sum() < known.sum()
+    return probabilities, references
+
+
+def test_auroc_skips_unknown_entries_per_label(auroc_metric, with_unknown):
+    probabilities, references = with_unknown
+    result = auroc_metric.compute(predictions=probabilities, references=references, label_names=NAMES)
+    for j in (0, 1):
+        known = references[:, j] != -1
+        assert result[f"auroc_{NAMES[j]}"] == pytest.approx(roc_auc_score(references[known, j], probabilities[known, j]))
+    assert math.isnan(result["auroc_subdural"]) and math.isnan(result["auroc_never"])
+    assert result["mean_auroc"] == pytest.approx((result["auroc_any"] + result["auroc_epidural"]) / 2)
+
+
+def test_accuracy_skips_unknown_entries_per_label(accuracy_metric, with_unknown):
+    probabilities, references = with_unknown
+    cutoffs = [0.3, 0.375, 0.5, 0.9]
+    result = accuracy_metric.compute(predictions=probabilities, references=references, thresholds=cutoffs,
+                                     label_names=NAMES)
+    expected = {}
+    for j in (0, 1, 3):
+        known = references[:, j] != -1
+        expected[NAMES[j]] = accuracy_score(references[known, j], probabilities[known, j] >= np.float32(cutoffs[j]))
+        assert result[f"accuracy_{NAMES[j]}"] == pytest.approx(expected[NAMES[j]])
+    assert math.isnan(result["accuracy_subdural"])
+    assert result["mean_accuracy"] == pytest.approx(np.mean(list(expected.values())))
+
+
+def test_log_loss_skips_unknown_entries_and_labels_without_any(log_loss_metric, with_unknown):
+    probabilities, references = with_unknown
+    weights = [2, 1, 1, 1]
+    result = log_loss_metric.compute(predictions=probabilities, references=references, label_weights=weights)
+    per_label = {}
+    for j in (0, 1, 3):
+        known = references[:, j] != -1
+        per_label[j] = log_loss(references[known, j], probabilities[known, j], labels=[0, 1])
+    expected = sum(weights[j] * value for j, value in per_label.items()) / sum(weights[j] for j in per_label)
+    assert result["weighted_log_loss"] == pytest.approx(expected, rel=1e-6)
+    nothing = log_loss_metric.compute(predictions=probabilities[:, :1], references=-np.ones((len(references), 1)))
+    assert math.isnan(nothing["weighted_log_loss"])
+
+
+def test_binary_metrics_skip_unknown_entries():
+    from sklearn.metrics import balanced_accuracy_score
+
+    from hfmed.metrics import binary_metrics
+
+    probabilities = np.array([0.9, 0.2, 0.6, 0.4, 0.7, 0.1], dtype=np.float32)
+    labels = np.array([1, 0, -1, 1, -1, 0])
+    known = labels != -1
+    result = binary_metrics(probabilities, labels)
+    assert result["accuracy"] == pytest.approx(accuracy_score(labels[known], probabilities[known] >= 0.5))
+    assert result["balanced_accuracy"] == pytest.approx(
+        balanced_accuracy_score(labels[known], probabilities[known] >= 0.5)
+    )
+    assert result["auroc"] == pytest.approx(roc_auc_score(labels[known], probabilities[known]))
+    assert all(math.isnan(v) for v in binary_metrics(probabilities[:2], [-1, -1]).values())
+
+
+def test_classification_metrics_with_unknown_labels_equals_the_masked_computation(with_unknown):
+    probabilities, references = with_unknown
+    result = classification_metrics(probabilities, references, NAMES, label_weights=[1, 1, 1, 1])
+    for j in (0, 1):
+        known = references[:, j] != -1
+        alone = classification_metrics(probabilities[known, j : j + 1], references[known, j : j + 1], [NAMES[j]])
+        assert result[f"auroc_{NAMES[j]}"] == pytest.approx(alone[f"auroc_{NAMES[j]}"])
+        assert result[f"accuracy_{NAMES[j]}"] == pytest.approx(alone[f"accuracy_{NAMES[j]}"])
+    assert math.isfinite(result["mean_log_loss"]) and math.isfinite(result["mean_auroc"])
 
 
 # --- classification_metrics and make_compute_metrics --------------------------------------------------

@@ -151,8 +151,8 @@ def test_binary_metrics_with_a_single_class_follow_sklearn():
         (np.zeros(3), np.zeros(4), "same length"),
         ([0.2, float("nan")], [0, 1], "predictions contain NaN"),
         ([-2.0, 3.0], [0, 1], r"probabilities in \[0, 1\].*logits\?"),
-        ([0.2, 0.8], [0, 2], "references must be 0 or 1"),
-        ([0.2, 0.8], [0.5, 1], "references must be 0 or 1"),
+        ([0.2, 0.8], [0, 2], "references must be 0, 1, or -1"),
+        ([0.2, 0.8], [0.5, 1], "references must be 0, 1, or -1"),
         ([], [], "at least one example"),
     ],
 )

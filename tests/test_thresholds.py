@@ -146,6 +146,53 @@ def test_a_single_class_label_gets_half_and_a_warning():
     json.dumps(point, allow_nan=False)
 
 
+def with_unknown(seed):
+    """`make_split` with about a third of the labels unknown (-1); label 2 keeps no known positive."""
+    probabilities, labels = make_split(seed)
+    labels = labels.astype(np.float64)
+    labels[np.random.default_rng(seed + 100).random(labels.shape) < 0.33] = -1
+    labels[:2, :2] = [[0, 0], [1, 1]]
+    labels[labels[:, 2] == 1, 2] = -1
+    return probabilities, labels
+
+
+@pytest.mark.parametrize("method", ["youden", "sensitivity"])
+def test_unknown_labels_are_skipped_when_choosing_thresholds(method):
+    probabilities, labels = with_unknown(7)
+    with pytest.warns(UserWarning, match=r"label 2 has a single class .*known, \d+ unknown"):
+        chosen = choose_thresholds(probabilities, labels, method=method)
+    for j in (0, 1):
+        known = labels[:, j] != -1
+        assert chosen[j] == choose_thresholds(probabilities[known, j], labels[known, j], method=method)[0]
+    assert chosen[2] == 0.5
+    # The same thresholds as sklearn's ROC on the known entries (Youden: highest of the best J).
+    if method == "youden":
+        known = labels[:, 0] != -1
+        thresholds, tpr, fpr = sklearn_points(probabilities[known, 0], labels[known, 0])
+        assert chosen[0] == float(thresholds[np.flatnonzero(np.isclose(tpr - fpr, (tpr - fpr).max(), atol=1e-12))[0]])
+
+
+def test_operating_points_count_known_labels_only():
+    probabilities, labels = with_unknown(9)
+    points = operating_points(probabilities, labels, [0.5, 0.5, 0.5], ["a", "b", "c"])
+    for j, name in enumerate(points):
+        known = labels[:, j] != -1
+        tn, fp, fn, tp = confusion_matrix(
+            labels[known, j], probabilities[known, j] >= np.float32(0.5), labels=[0, 1]
+        ).ravel()
+        assert (points[name]["tp"], points[name]["fp"], points[name]["tn"], points[name]["fn"]) == (tp, fp, tn, fn)
+        assert tp + fp + tn + fn == known.sum() < len(labels)
+    assert points["c"]["sensitivity"] is None  # no known positive
+
+
+def test_roc_points_skip_unknown_labels():
+    probabilities, labels = with_unknown(3)
+    known = labels[:, 0] != -1
+    ours = roc_points(probabilities[:, 0], labels[:, 0])
+    for got, expected in zip(ours, sklearn_points(probabilities[known, 0], labels[known, 0]), strict=True):
+        np.testing.assert_allclose(got, expected, atol=1e-12)
+
+
 def test_roc_points_equal_sklearn():
     probabilities, labels = make_split(3)
     for j in range(labels.shape[1]):
@@ -164,7 +211,7 @@ def test_bad_inputs_raise():
         choose_thresholds(probabilities, labels, method="sensitivity", target_sensitivity=0.0)
     with pytest.raises(ValueError, match="same shape"):
         choose_thresholds(probabilities, labels[:, :2])
-    with pytest.raises(ValueError, match="0 or 1"):
+    with pytest.raises(ValueError, match="0, 1, or -1 for an unknown label"):
         choose_thresholds(probabilities, labels * 2)
     bad = probabilities.copy()
     bad[0, 0] = np.nan

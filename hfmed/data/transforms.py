@@ -268,11 +268,12 @@ def balanced_sampler(dataset: Any, label_names: Sequence[str], seed: int = 0) ->
 def pos_weight_from_data(dataset: Any) -> list[float]:
     """Per-label `negatives / positives` (label >= 0.5 is positive), for `BCEWithLogitsLoss(pos_weight=...)`.
 
-    A label without positives gets 1.0 (with a warning), since its ratio is undefined.
+    Labels of -1 (unknown, masked out of the loss) count as neither. A label without positives gets 1.0
+    (with a warning), since its ratio is undefined.
     """
     labels = labels_matrix(dataset)
     positive = (labels >= 0.5).sum(axis=0)
-    negative = labels.shape[0] - positive
+    negative = ((labels >= 0.0) & (labels < 0.5)).sum(axis=0)
     if (positive == 0).any():
         warnings.warn(
             f"label(s) at index {np.flatnonzero(positive == 0).tolist()} have no positive example: pos_weight 1.0",

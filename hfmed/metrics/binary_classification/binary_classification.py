@@ -28,7 +28,8 @@ model's output), as in `multilabel_accuracy`.
 _KWARGS_DESCRIPTION = """
 Args:
     predictions (`list` of `float`): N probabilities of the positive class, each in [0, 1].
-    references (`list` of `int`): N labels, each 0 or 1.
+    references (`list` of `int`): N labels, each 0, 1 or -1 (unknown: skipped; all three metrics are over the
+        known labels, `nan` when there is none).
     threshold (`float`, optional, defaults to 0.5): a prediction is positive when its probability is at least
         the threshold.
 Returns:
@@ -39,6 +40,10 @@ Examples:
     >>> metric.compute(predictions=[0.9, 0.2, 0.6, 0.4], references=[1, 0, 0, 1])
     {'accuracy': 0.5, 'balanced_accuracy': 0.5, 'auroc': 0.75}
 """
+
+# A reference of -1 is "unknown" (CheXpert's uncertain labels under U-Ignore, a label missing for an image):
+# that entry is skipped, label by label, as the model's loss masks it.
+UNKNOWN = -1.0
 
 _CITATION = """\
 @inproceedings{brodersen2010balanced,
@@ -79,8 +84,8 @@ def _check_inputs(predictions, references):
             "predictions must be probabilities in [0, 1]; got values in "
             f"[{predictions.min():.4g}, {predictions.max():.4g}] (logits? apply a sigmoid first)"
         )
-    if not np.isin(references, (0.0, 1.0)).all():
-        raise ValueError("references must be 0 or 1")
+    if not np.isin(references, (0.0, 1.0, UNKNOWN)).all():
+        raise ValueError("references must be 0, 1, or -1 for an unknown label (skipped)")
     return predictions, references
 
 
@@ -124,6 +129,10 @@ class BinaryClassification(evaluate.Metric):
         predictions, references = _check_inputs(predictions, references)
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or math.isnan(threshold):
             raise ValueError(f"threshold must be a number, got {threshold!r}")
+        known = references != UNKNOWN
+        if not known.any():
+            return {"accuracy": math.nan, "balanced_accuracy": math.nan, "auroc": math.nan}
+        predictions, references = predictions[known], references[known]
         predicted = predictions.astype(np.float32) >= np.float32(threshold)
         actual = references.astype(bool)
         recalls = [float((predicted[actual == c] == c).mean()) for c in (False, True) if (actual == c).any()]

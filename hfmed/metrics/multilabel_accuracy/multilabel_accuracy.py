@@ -24,20 +24,25 @@ _KWARGS_DESCRIPTION = """
 Args:
     predictions (`list` of `list` of `float`): probabilities (or any scores on the thresholds' scale),
         shape (N, L).
-    references (`list` of `list` of `int`): binary labels, shape (N, L), each 0 or 1.
+    references (`list` of `list` of `int`): binary labels, shape (N, L), each 0, 1 or -1 (unknown: skipped).
     threshold (`float`, optional): one threshold for every label; 0.5 when neither it nor `thresholds`
         is given.
     thresholds (`list` of `float`, optional): one threshold per label; give this or `threshold`, not both.
     label_names (`list` of `str`, optional): L names used in the result keys; defaults to "0", "1", ...
 Returns:
-    mean_accuracy (`float`): mean of the per-label accuracies.
-    accuracy_<name> (`float`): fraction of examples whose thresholded prediction equals the reference.
+    mean_accuracy (`float`): mean of the defined per-label accuracies (`nan` if none is defined).
+    accuracy_<name> (`float`): fraction of the label's known references (not -1) that its thresholded
+        prediction equals; `nan` for a label without a known reference.
 Examples:
     >>> import evaluate
     >>> metric = evaluate.load("hfmed/metrics/multilabel_accuracy")
     >>> metric.compute(predictions=[[0.9, 0.2], [0.1, 0.7]], references=[[1, 0], [0, 0]], label_names=["a", "b"])
     {'mean_accuracy': 0.75, 'accuracy_a': 1.0, 'accuracy_b': 0.5}
 """
+
+# A reference of -1 is "unknown" (CheXpert's uncertain labels under U-Ignore, a label missing for an image):
+# that entry is skipped, label by label, as the model's loss masks it.
+UNKNOWN = -1.0
 
 _CITATION = ""
 
@@ -65,8 +70,8 @@ def _check_inputs(predictions, references):
         raise ValueError(f"need at least one example and one label; got shape {predictions.shape}")
     if np.isnan(predictions).any():
         raise ValueError("predictions contain NaN")
-    if not np.isin(references, (0.0, 1.0)).all():
-        raise ValueError("references must be 0 or 1")
+    if not np.isin(references, (0.0, 1.0, UNKNOWN)).all():
+        raise ValueError("references must be 0, 1, or -1 for an unknown label (skipped)")
     return predictions, references
 
 
@@ -120,8 +125,12 @@ class MultilabelAccuracy(evaluate.Metric):
         cutoffs = _thresholds(threshold, thresholds, num_labels)
         # Both sides in float32, the precision the predictions were stored at (see the description).
         predicted = predictions.astype(np.float32) >= cutoffs.astype(np.float32)[None, :]
-        per_label = (predicted == references.astype(bool)).mean(axis=0)
-        result = {"mean_accuracy": float(per_label.mean())}
+        known = references != UNKNOWN
+        correct = ((predicted == (references == 1.0)) & known).sum(axis=0)
+        counts = known.sum(axis=0)
+        per_label = np.where(counts > 0, correct / np.maximum(counts, 1), np.nan)
+        defined = per_label[~np.isnan(per_label)]
+        result = {"mean_accuracy": float(defined.mean()) if defined.size else float("nan")}
         result.update({f"accuracy_{name}": float(value) for name, value in zip(names, per_label, strict=True)})
         return result
 

@@ -23,19 +23,21 @@ counting ties as one half. It is computed as the Mann-Whitney U statistic on ave
 
 with P positives and N negatives for label j, which equals the trapezoidal area under the ROC curve.
 
-A label whose references hold a single class (all 0 or all 1) has no defined AUROC: it is reported as
-`nan` and left out of `mean_auroc`. If every label is like that, `mean_auroc` is `nan` too.
+A reference of -1 means "unknown": that entry is left out of its label's AUROC (the other labels of the
+example still count). A label whose known references hold a single class (all 0 or all 1), or none, has no
+defined AUROC: it is reported as `nan` and left out of `mean_auroc`. If every label is like that,
+`mean_auroc` is `nan` too.
 """
 
 _KWARGS_DESCRIPTION = """
 Args:
     predictions (`list` of `list` of `float`): scores, shape (N, L): probabilities or logits (only
         their order matters).
-    references (`list` of `list` of `int`): binary labels, shape (N, L), each 0 or 1.
+    references (`list` of `list` of `int`): binary labels, shape (N, L), each 0, 1 or -1 (unknown: skipped).
     label_names (`list` of `str`, optional): L names used in the result keys; defaults to "0", "1", ...
 Returns:
     mean_auroc (`float`): mean of the defined per-label AUROCs (`nan` if none is defined).
-    auroc_<name> (`float`): AUROC of each label (`nan` for a label with a single class).
+    auroc_<name> (`float`): AUROC of each label over its known references (`nan` for a single class).
 Examples:
     >>> import evaluate
     >>> metric = evaluate.load("hfmed/metrics/multilabel_auroc")
@@ -43,6 +45,10 @@ Examples:
     ...                label_names=["any", "epidural"])
     {'mean_auroc': 1.0, 'auroc_any': 1.0, 'auroc_epidural': 1.0}
 """
+
+# A reference of -1 is "unknown" (CheXpert's uncertain labels under U-Ignore, a label missing for an image):
+# that entry is skipped, label by label, as the model's loss masks it.
+UNKNOWN = -1.0
 
 _CITATION = """\
 @article{hanley1982auc,
@@ -81,8 +87,8 @@ def _check_inputs(predictions, references):
         raise ValueError(f"need at least one example and one label; got shape {predictions.shape}")
     if np.isnan(predictions).any():
         raise ValueError("predictions contain NaN")
-    if not np.isin(references, (0.0, 1.0)).all():
-        raise ValueError("references must be 0 or 1")
+    if not np.isin(references, (0.0, 1.0, UNKNOWN)).all():
+        raise ValueError("references must be 0, 1, or -1 for an unknown label (skipped)")
     return predictions, references
 
 
@@ -138,8 +144,10 @@ class MultilabelAuroc(evaluate.Metric):
     def _compute(self, predictions, references, label_names=None):
         predictions, references = _check_inputs(predictions, references)
         names = _label_names(label_names, predictions.shape[1])
+        known = references != UNKNOWN
         per_label = {
-            f"auroc_{name}": binary_auroc(predictions[:, j], references[:, j]) for j, name in enumerate(names)
+            f"auroc_{name}": binary_auroc(predictions[known[:, j], j], references[known[:, j], j])
+            for j, name in enumerate(names)
         }
         defined = [value for value in per_label.values() if not math.isnan(value)]
         mean = float(np.mean(defined)) if defined else math.nan

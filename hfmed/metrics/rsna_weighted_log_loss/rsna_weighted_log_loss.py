@@ -18,13 +18,16 @@ Detection challenge. For N images and L labels, with probabilities p clipped to 
 
 The challenge used w = 2 for the "any" label (listed first) and 1 for the five subtypes; that is the
 default here for any L (2 for the first label, 1 for the others). Lower is better.
+
+A reference of -1 means "unknown": mean_i runs over the label's known references only, and a label without
+any is left out of the weighted mean (`nan` when no label has one). RSNA labels are never unknown.
 """
 
 _KWARGS_DESCRIPTION = """
 Args:
     predictions (`list` of `list` of `float`): probabilities, shape (N, L), each in [0, 1].
         Logits are refused (values outside [0, 1]): apply a sigmoid first.
-    references (`list` of `list` of `int`): binary labels, shape (N, L), each 0 or 1.
+    references (`list` of `list` of `int`): binary labels, shape (N, L), each 0, 1 or -1 (unknown: skipped).
     label_weights (`list` of `float`, optional): L non-negative weights with a positive sum.
         Defaults to [2, 1, ..., 1] (the RSNA "any" label first).
     eps (`float`, optional, defaults to 1e-7): probabilities are clipped to [eps, 1 - eps] so that a
@@ -37,6 +40,10 @@ Examples:
     >>> metric.compute(predictions=[[0.9, 0.2], [0.1, 0.7]], references=[[1, 0], [0, 1]])
     {'weighted_log_loss': ...}
 """
+
+# A reference of -1 is "unknown" (CheXpert's uncertain labels under U-Ignore, a label missing for an image):
+# that entry is skipped, label by label, as the model's loss masks it.
+UNKNOWN = -1.0
 
 _CITATION = """\
 @article{flanders2020rsna,
@@ -76,8 +83,8 @@ def _check_inputs(predictions, references):
         raise ValueError(f"need at least one example and one label; got shape {predictions.shape}")
     if np.isnan(predictions).any():
         raise ValueError("predictions contain NaN")
-    if not np.isin(references, (0.0, 1.0)).all():
-        raise ValueError("references must be 0 or 1")
+    if not np.isin(references, (0.0, 1.0, UNKNOWN)).all():
+        raise ValueError("references must be 0, 1, or -1 for an unknown label (skipped)")
     return predictions, references
 
 
@@ -120,9 +127,15 @@ class RsnaWeightedLogLoss(evaluate.Metric):
                 raise ValueError(f"label_weights must be finite, non-negative, with a positive sum; got {weights}")
 
         p = np.clip(predictions, eps, 1.0 - eps)
-        bce = -(references * np.log(p) + (1.0 - references) * np.log1p(-p))
-        per_label = bce.mean(axis=0)
-        return {"weighted_log_loss": float((weights * per_label).sum() / weights.sum())}
+        known = references != UNKNOWN
+        truth = references == 1.0
+        bce = np.where(known, -np.where(truth, np.log(p), np.log1p(-p)), 0.0)
+        counts = known.sum(axis=0)
+        counted = counts > 0
+        if not counted.any() or weights[counted].sum() <= 0:
+            return {"weighted_log_loss": float("nan")}
+        per_label = bce.sum(axis=0)[counted] / counts[counted]
+        return {"weighted_log_loss": float((weights[counted] * per_label).sum() / weights[counted].sum())}
 
 
 __all__ = ["RsnaWeightedLogLoss"]
