@@ -174,6 +174,12 @@ def _build(cls, raw, where: str, source: str):
             values[name] = _build(hint, value, key, source)
         elif not _type_ok(value, hint):
             shown = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+            if isinstance(value, bool) and _type_ok("text", hint):
+                # YAML 1.1 reads a bare no / yes / off / on as a boolean: `mixed_precision: no` is False.
+                raise RecipeError(
+                    f"{source}: '{key}' must be {shown}, but YAML read the bare word as the boolean {value}: "
+                    f"quote it (e.g. {name}: 'no', or {key}='no' on the command line)"
+                )
             raise RecipeError(f"{source}: '{key}' must be {shown}, got {type(value).__name__} {value!r}")
         else:
             values[name] = float(value) if hint is float else value

@@ -1,5 +1,7 @@
 """Error messages and metric names that name the real problem (issue 10, point 4)."""
 
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -21,6 +23,8 @@ from hfmed.hub import save_for_hub
 from hfmed.models.diamant import DIAMANTImageProcessor
 from hfmed.pipelines import classify, predict_volume
 from hfmed.train import evaluation_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CT = get_testdata_file("CT_small.dcm")
 PREAMBLE = 128 + len(b"DICM")
@@ -143,3 +147,14 @@ def test_the_wrong_entry_point_names_the_right_one(hub_folders, tmp_path):
     nib.save(nib.Nifti1Image(np.zeros((16, 20, 16), np.float32), np.eye(4)), nifti)
     with pytest.raises(ValueError, match="model for 2-D images, not 3-D volumes: use hfmed.pipelines.classify"):
         predict_volume(str(nifti), str(hub_folders["image"]))
+
+
+@pytest.mark.parametrize("key", ["training.mixed_precision", "model.preset"])
+def test_a_bare_yaml_no_is_not_reported_as_a_type_mistake(key):
+    from hfmed.recipe import RecipeError, load_recipe
+
+    demo = ROOT / "configs" / "scopeformer-efficient-demo.yaml"
+    message = rf"'{key}' must be str, but YAML read the bare word as the boolean False: quote it"
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(demo, [f"{key}=no"])
+    assert load_recipe(demo, ["training.mixed_precision='no'"]).training.mixed_precision == "no"
