@@ -442,6 +442,15 @@ def _unreadable(name: str) -> ValueError:
     )
 
 
+# Copied from hfmed.models.scopeformer.image_processing_scopeformer._decompression_bomb
+def _decompression_bomb(name: str, err: Exception, max_image_pixels: int) -> ValueError:
+    # PIL refuses images past twice its MAX_IMAGE_PIXELS at open time, before decoding; say so in one line.
+    return ValueError(
+        f"{name} is refused before decoding: {_one_line(err).rstrip('.')}; downscale it to at most "
+        f"max_image_pixels={max_image_pixels:,} pixels"
+    )
+
+
 def decode_image(item: Any, allowed_modalities: Sequence[str] | None, max_image_pixels: int) -> np.ndarray:
     """Decodes one image input to float32 `(3, H, W)` in [0, 1] (rules in the module docstring)."""
     if isinstance(item, (str, os.PathLike)):
@@ -456,6 +465,8 @@ def decode_image(item: Any, allowed_modalities: Sequence[str] | None, max_image_
             image = Image.open(path)
         except UnidentifiedImageError as err:
             raise _unreadable(repr(path)) from err
+        except Image.DecompressionBombError as err:
+            raise _decompression_bomb(repr(path), err, max_image_pixels) from err
         with image:
             return _decode_pil(image, max_image_pixels, repr(path))
     if isinstance(item, (bytes, bytearray, memoryview)):
@@ -470,6 +481,8 @@ def decode_image(item: Any, allowed_modalities: Sequence[str] | None, max_image_
             image = Image.open(io.BytesIO(data))
         except UnidentifiedImageError as err:
             raise _unreadable(name) from err
+        except Image.DecompressionBombError as err:
+            raise _decompression_bomb(name, err, max_image_pixels) from err
         with image:
             return _decode_pil(image, max_image_pixels, name)
     if _is_pydicom_dataset(item):
@@ -530,6 +543,8 @@ def decode_mask(item: Any, max_image_pixels: int) -> np.ndarray:
             image = Image.open(io.BytesIO(data))
         except UnidentifiedImageError as err:
             raise ValueError(f"{name} is not an image PIL can read: pass a PNG / TIFF / JPEG mask or an array") from err
+        except Image.DecompressionBombError as err:
+            raise _decompression_bomb(name, err, max_image_pixels) from err
         with image:
             return _pil_mask(image, name, max_image_pixels)
     if isinstance(item, Image.Image):

@@ -303,6 +303,15 @@ def _not_readable(name: str) -> ValueError:
     )
 
 
+# Copied from hfmed.models.scopeformer.image_processing_scopeformer._decompression_bomb
+def _decompression_bomb(name: str, err: Exception, max_image_pixels: int) -> ValueError:
+    # PIL refuses images past twice its MAX_IMAGE_PIXELS at open time, before decoding; say so in one line.
+    return ValueError(
+        f"{name} is refused before decoding: {_one_line(err).rstrip('.')}; downscale it to at most "
+        f"max_image_pixels={max_image_pixels:,} pixels"
+    )
+
+
 def _replicate(grey: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(grey[None].astype(np.float32), NUM_CHANNELS, axis=0))
 
@@ -459,6 +468,8 @@ class LTViTImageProcessor(TorchvisionBackend):
                 image = Image.open(io.BytesIO(data))
             except UnidentifiedImageError as err:
                 raise _not_readable(name) from err
+            except Image.DecompressionBombError as err:
+                raise _decompression_bomb(name, err, max_image_pixels) from err
             with image:
                 return _decode_pil(image, max_image_pixels, name)
         if _is_pydicom_dataset(item):
@@ -512,6 +523,8 @@ class LTViTImageProcessor(TorchvisionBackend):
             image = Image.open(path)
         except UnidentifiedImageError as err:
             raise _not_readable(repr(path)) from err
+        except Image.DecompressionBombError as err:
+            raise _decompression_bomb(repr(path), err, max_image_pixels) from err
         with image:
             return _decode_pil(image, max_image_pixels, repr(path))
 

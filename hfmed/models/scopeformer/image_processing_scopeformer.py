@@ -304,6 +304,14 @@ def _not_readable(name: str) -> ValueError:
     )
 
 
+def _decompression_bomb(name: str, err: Exception, max_image_pixels: int) -> ValueError:
+    # PIL refuses images past twice its MAX_IMAGE_PIXELS at open time, before decoding; say so in one line.
+    return ValueError(
+        f"{name} is refused before decoding: {_one_line(err).rstrip('.')}; downscale it to at most "
+        f"max_image_pixels={max_image_pixels:,} pixels"
+    )
+
+
 class ScopeformerImageProcessorKwargs(ImagesKwargs, total=False):
     r"""
     windows (`list[[level, width]]`, *optional*, defaults to `[[40, 80], [80, 200], [600, 2800]]`):
@@ -430,6 +438,8 @@ class ScopeformerImageProcessor(TorchvisionBackend):
                 image = Image.open(io.BytesIO(data))
             except UnidentifiedImageError as err:
                 raise _not_readable(name) from err
+            except Image.DecompressionBombError as err:
+                raise _decompression_bomb(name, err, max_image_pixels) from err
             with image:
                 return _decode_pil(image, num_channels, max_image_pixels, name)
         if _is_pydicom_dataset(item):
@@ -491,6 +501,8 @@ class ScopeformerImageProcessor(TorchvisionBackend):
             image = Image.open(path)
         except UnidentifiedImageError as err:
             raise _not_readable(repr(path)) from err
+        except Image.DecompressionBombError as err:
+            raise _decompression_bomb(repr(path), err, max_image_pixels) from err
         with image:
             return _decode_pil(image, len(windows), max_image_pixels, repr(path))
 

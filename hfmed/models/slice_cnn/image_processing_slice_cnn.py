@@ -104,6 +104,10 @@ _NIFTI_ITEMSIZE = {
 # Relative tolerance under which an input spacing counts as equal to the target (float32 pixdims).
 _SPACING_RTOL = 1e-5
 _NIFTI_HINT = "pass a .nii or .nii.gz volume (convert DICOM series first, e.g. with dcm2niix)"
+# Where a header may put the voxels at most (vox_offset): 348/540 header bytes plus extensions (DICOM headers,
+# CIFTI XML), which are kilobytes to a few megabytes in practice. Our choice, a bound against corrupted headers.
+_MAX_VOX_OFFSET = 64 << 20
+_READ_CHUNK = 16 << 20
 
 
 def _one_line(text: Any) -> str:
@@ -524,16 +528,28 @@ def _read_stream(stream: Any, name: str, max_voxels: int, compressed: bool) -> b
         )
     spatial = _squeeze_to_3d(shape, name, nifti=True)
     _check_voxels(spatial, max_voxels, name)
-    # Read no more than the header promises, so a gzip bomb cannot exhaust memory.
+    if not math.isfinite(vox_offset) or vox_offset > _MAX_VOX_OFFSET:
+        # A corrupted offset would make us read (or gunzip) up to that many bytes before noticing.
+        raise ValueError(
+            f"{name} has a corrupted header: its voxels would start at byte {vox_offset:g} (vox_offset), past the "
+            f"{_MAX_VOX_OFFSET >> 20} MB a NIfTI header and its extensions can take: re-export the volume"
+        )
+    # Read no more than the header promises, so a gzip bomb cannot exhaust memory; in chunks, so memory
+    # follows the bytes actually there, not the bytes promised.
     itemsize = _NIFTI_ITEMSIZE.get(datatype, max(bitpix, 8) // 8)
     expected = int(vox_offset) + math.prod(shape) * itemsize
+    data = bytearray(head)
     try:
-        rest = stream.read(max(expected - len(head), 0))
+        while len(data) < expected:
+            chunk = stream.read(min(expected - len(data), _READ_CHUNK))
+            if not chunk:
+                break
+            data += chunk
     except (OSError, EOFError, zlib.error) as err:
         raise ValueError(
             f"{name} could not be decompressed as gzip: {_one_line(err)}; pass an uncorrupted .nii.gz file"
         ) from err
-    data = head + rest
+    data = bytes(data)
     if len(data) < expected:
         raise ValueError(
             f"{name} is truncated: its header promises {expected:,} bytes but the file has {len(data):,}: the "
