@@ -25,6 +25,23 @@ class UploadError(RuntimeError):
     """A publish that cannot go ahead; the message names the problem and the fix."""
 
 
+class PushError(RuntimeError):
+    """A push the network or the Hub interrupted; the message says what was committed and what to do."""
+
+
+# Where the Hub client's transport and HTTP errors come from (huggingface_hub 1.x / 2.x use httpx / httpx2).
+_NETWORK_MODULES = {"httpx", "httpx2", "requests", "urllib3", "huggingface_hub"}
+
+
+def _is_network_error(err: BaseException) -> bool:
+    return isinstance(err, OSError) or type(err).__module__.split(".")[0] in _NETWORK_MODULES
+
+
+def _redacted(text: str, token: str | None) -> str:
+    text = " ".join(str(text).split())  # one line
+    return text.replace(token, "hf_***") if token else text
+
+
 def stage_model(run_dir: Path, repo_id: str, out: Path, license: str = "apache-2.0") -> Path:
     """Write the model repo folder for `run_dir` into `out` and return it."""
     from transformers import AutoImageProcessor, AutoModelForImageClassification
@@ -113,6 +130,24 @@ def push(folder: Path, repo_id: str, token: str, repo_type: str = "model", priva
     )
 
 
+def push_or_explain(folder: Path, repo_id: str, token: str, pushed: list[str], **kwargs):
+    """`push`, with a network or Hub failure turned into one line that never holds the token.
+
+    `pushed` names the repos this run already committed to, so the line says what the retry will redo.
+    """
+    try:
+        return push(folder, repo_id, token, **kwargs)
+    except Exception as err:
+        if not _is_network_error(err):
+            raise
+        done = f"; {' and '.join(pushed)} already pushed" if pushed else ""
+        raise PushError(
+            f"pushing {repo_id} failed ({type(err).__name__}: {_redacted(err, token)}): nothing was committed to "
+            f"{repo_id}, since a push is one commit{done}; check the connection and the token's write access, then "
+            "run the same command again"
+        ) from None
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, help="a training run folder (holds model/, metrics.json)")
@@ -145,14 +180,18 @@ def main(argv=None) -> int:
             return 0
         options = dict(private=args.private, revision=args.revision, create_pr=args.create_pr,
                        commit_message=args.commit_message)
-        result = push(model_folder, args.repo_id, token, **options)
+        result = push_or_explain(model_folder, args.repo_id, token, [], **options)
         print(f"pushed {args.repo_id}: {getattr(result, 'commit_url', result)}")
         if space_folder:
-            result = push(space_folder, args.space_id, token, repo_type="space", space_sdk="gradio", **options)
+            result = push_or_explain(space_folder, args.space_id, token, [args.repo_id], repo_type="space",
+                                     space_sdk="gradio", **options)
             print(f"pushed Space {args.space_id}: {getattr(result, 'commit_url', result)}")
     except UploadError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except PushError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

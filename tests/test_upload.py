@@ -1,4 +1,5 @@
-"""upload.py: staged Hub folders, model card, one-commit push (intercepted), token hygiene."""
+"""upload.py: staged Hub folders and model cards (pushes, network faults and token hygiene:
+tests/reliability/test_upload_faults.py)."""
 
 import json
 import os
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
+from huggingface_hub import ModelCard
 from pydicom.data import get_testdata_file
 from safetensors.torch import load_file, save_file
 
@@ -18,7 +19,6 @@ import upload
 from hfmed import ScopeformerForImageClassification, ScopeformerImageProcessor, scopeformer_config
 
 ROOT = Path(__file__).resolve().parents[1]
-TOKEN = "hf_testTOKEN0123456789abcdefghijklmnopqrs"
 LABELS = ["any", "epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural"]
 
 
@@ -111,75 +111,6 @@ def test_staged_space_points_at_the_model(staged):
     assert (space / "model_id.txt").read_text().strip() == "org/scopeformer-demo"
     meta = yaml.safe_load((space / "README.md").read_text().split("---")[1])
     assert meta["models"] == ["org/scopeformer-demo"] and meta["sdk"] == "gradio"
-
-
-class CommitRecorder:
-    def __init__(self):
-        self.commits, self.repos = [], []
-
-    def create_repo(self, api, repo_id, **kwargs):
-        self.repos.append((repo_id, kwargs.get("repo_type"), kwargs.get("private")))
-        return f"https://huggingface.co/{repo_id}"
-
-    def create_commit(self, api, repo_id, operations, **kwargs):
-        ops = list(operations)
-        contents = {}
-        for op in ops:
-            assert isinstance(op, CommitOperationAdd)
-            src = op.path_or_fileobj
-            contents[op.path_in_repo] = Path(src).read_bytes() if isinstance(src, (str, Path)) else bytes(src)
-        self.commits.append({"repo_id": repo_id, "files": contents, **kwargs})
-        return type("Info", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/0"})()
-
-
-@pytest.fixture
-def recorder(monkeypatch):
-    rec = CommitRecorder()
-    monkeypatch.setattr(HfApi, "create_repo", lambda api, repo_id, **kw: rec.create_repo(api, repo_id, **kw))
-    monkeypatch.setattr(HfApi, "create_commit",
-                        lambda api, repo_id, operations, **kw: rec.create_commit(api, repo_id, operations, **kw))
-    monkeypatch.setattr(HfApi, "create_branch", lambda *a, **k: pytest.fail("no branch was asked for"))
-    return rec
-
-
-def test_push_makes_one_commit_per_repo_with_the_expected_files_and_no_token(
-    run_dir, recorder, monkeypatch, tmp_path, capsys
-):
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
-    code = upload.main([str(run_dir), "--repo-id", "org/scopeformer-demo", "--private", "--out", str(tmp_path),
-                        "--space", str(ROOT / "spaces" / "scopeformer"), "--space-id", "org/space",
-                        "--commit-message", "first release"])
-    assert code == 0
-    assert recorder.repos == [("org/scopeformer-demo", "model", True), ("org/space", "space", True)]
-    assert [c["repo_id"] for c in recorder.commits] == ["org/scopeformer-demo", "org/space"]
-    model_commit = recorder.commits[0]
-    assert model_commit["commit_message"] == "first release"
-    assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", "modeling_scopeformer.py",
-            "configuration_scopeformer.py", "image_processing_scopeformer.py"} <= set(model_commit["files"])
-    assert {"app.py", "requirements.txt", "README.md", "model_id.txt"} <= set(recorder.commits[1]["files"])
-    for commit in recorder.commits:
-        for name, data in commit["files"].items():
-            assert TOKEN.encode() not in data, name
-    for path in tmp_path.rglob("*"):
-        if path.is_file():
-            assert TOKEN.encode() not in path.read_bytes(), path
-    printed = capsys.readouterr()
-    assert TOKEN not in printed.out + printed.err
-
-
-def test_push_without_a_token_stops_before_any_network_call(run_dir, recorder, monkeypatch, tmp_path, capsys):
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-home"))  # no stored login either
-    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
-    assert upload.main([str(run_dir), "--repo-id", "org/x"]) == 2
-    assert recorder.repos == [] and recorder.commits == []
-    assert "no Hugging Face token" in capsys.readouterr().err
-
-
-def test_revision_and_pull_request_are_forwarded(run_dir, recorder, monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
-    assert upload.main([str(run_dir), "--repo-id", "org/x", "--create-pr", "--revision", "main"]) == 0
-    assert recorder.commits[0]["create_pr"] is True and recorder.commits[0]["revision"] == "main"
 
 
 def test_bad_arguments_are_clear(tmp_path, capsys):
