@@ -176,6 +176,12 @@ SPACES_DIR = REPO / "spaces"
 # Processor arguments of the tiny served models that differ from `Family.processor_kwargs_for`: the tiny
 # Slice-CNN grid (16x20x16) holds the bundled examples' 192x224x192 mm field of view at 12 mm.
 TINY_PROCESSOR_OVERRIDES = {"slice_cnn": {"target_spacing": [12.0, 12.0, 12.0]}}
+# Config fields of the tiny served models that differ from the tiny preset: LT-ViT serves the five findings of
+# its demo recipe and bundled examples (configs/lt-vit-demo.yaml), not NIH's fourteen.
+TINY_CONFIG_OVERRIDES = {
+    "lt_vit": {"id2label": {0: "Atelectasis", 1: "Cardiomegaly", 2: "Effusion", 3: "Consolidation",
+                            4: "Pneumothorax"}},
+}
 
 
 def space_families() -> list[str]:
@@ -202,7 +208,7 @@ def save_tiny_space_model(family_name: str, folder: Path, seed: int = 0) -> Path
 
     family = FAMILIES[family_name]
     torch.manual_seed(seed)
-    config = family.make_config(tiny_preset(family_name))
+    config = family.make_config(tiny_preset(family_name), **TINY_CONFIG_OVERRIDES.get(family_name, {}))
     model = family.head_class(config).eval()
     kwargs = {**family.processor_kwargs_for(config), **TINY_PROCESSOR_OVERRIDES.get(family_name, {})}
     save_for_hub(model, family.image_processor_class(**kwargs), folder)

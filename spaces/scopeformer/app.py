@@ -247,7 +247,7 @@ class UploadLeases:
 
     @staticmethod
     def _key(path: str | os.PathLike) -> str:
-        return os.path.abspath(os.fspath(path))
+        return os.path.realpath(os.fspath(path))  # the route's and predict's spellings of one file agree
 
     def uploaded(self, paths) -> None:
         with self._lock:

@@ -2,8 +2,8 @@
 
 `hostile_inputs(family, folder)` writes them and returns `Hostile(name, path, expect)` entries, `expect` being a
 regular expression the Space's one-line error must match (it names the problem). A Space whose examples are
-DICOM gets the DICOM set, PNG the PNG set, NIfTI the NIfTI set; every Space gets an empty file, a truncated
-file and a file of another kind under its own extension.
+DICOM gets the DICOM set, PNG the PNG set, NIfTI the NIfTI set, each with an empty and a truncated file and
+files of another kind under that extension.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from tests.space_harness import space_examples
 # A header claiming 2000^3 voxels; a PNG claiming 20000^2 pixels (400 M: past PIL's own decompression-bomb
 # limit) and one claiming 5000^2 (25 M: under PIL's limit, over the processors' default 4096^2).
 HUGE_VOXELS = (2000, 2000, 2000)
-TRUNCATED = r"truncat|incomplete|end of (file|stream)|ended before|could not be (read|decoded|decompressed)"
-NOT_AN_IMAGE = r"not a DICOM file.*(nor|not) an image|cannot identify|not (a |an )?(readable )?image"
 GIANT_PNG = 20000
 BIG_PNG = 5000
+TRUNCATED = r"truncat|incomplete|end of (file|stream)|ended before|could not be (read|decoded|decompressed)"
+NOT_AN_IMAGE = r"not a DICOM file.*(nor|not) an image|cannot identify|not (a |an )?(readable )?image"
 
 
 @dataclass(frozen=True)
@@ -128,29 +128,29 @@ def hostile_inputs(family: str, folder: Path, allowed_modalities=("CT",)) -> lis
     if "dicom" in kinds:
         source = _dicom_source(family)
         # another kind under the Space's extension: a NIfTI volume named .dcm, and plain text named .dcm
-        add("volume.dcm", _nifti_bytes(np.zeros((8, 8, 8), np.int16)), r"not (a )?DICOM|DICOM")
-        add("notes.dcm", b"hello, not dicom\n", r"not (a )?DICOM|DICOM")
+        add("volume.dcm", _nifti_bytes(np.zeros((8, 8, 8), np.int16)), r"not a DICOM file")
+        add("notes.dcm", b"hello, not dicom\n", r"not a DICOM file")
         add("no_pixels.dcm", None, r"no PixelData|no pixel data",
             _dicom_variant(source, folder / "no_pixels.dcm", PixelData=None))
         wrong = _wrong_modality(allowed_modalities)
         add("wrong_modality.dcm", Path(wrong).read_bytes(), r"Modality '(MR|CT)' is not in allowed_modalities")
         # a header claiming 65535 x 65535 pixels over a 64 x 64 pixel payload
-        add("huge_header.dcm", None, r"pixels|max_image_pixels|does not match|mismatch",
+        add("huge_header.dcm", None, r"65535x65535|max_image_pixels|does not match",
             _dicom_variant(source, folder / "huge_header.dcm", Rows=65535, Columns=65535))
-        add("nan_slope.dcm", None, r"NaN|inf|finite|RescaleSlope",
+        add("nan_slope.dcm", None, r"NaN",
             _nan_slope(source, folder / "nan_slope.dcm"))
     if "png" in kinds:
         add("notes.png", b"hello, not an image\n", NOT_AN_IMAGE)
-        add("bomb.png", None, r"pixels|decompression bomb",
+        add("bomb.png", None, rf"{BIG_PNG}x{BIG_PNG}|max_image_pixels",
             _zero_png(folder / "bomb.png", BIG_PNG, BIG_PNG))
-        add("giant_bomb.png", None, r"pixels|decompression bomb",
+        add("giant_bomb.png", None, rf"{GIANT_PNG}x{GIANT_PNG}|max_image_pixels|decompression bomb",
             _zero_png(folder / "giant_bomb.png", GIANT_PNG, GIANT_PNG))
         add("volume.png", _nifti_bytes(np.zeros((8, 8, 8), np.int16)), NOT_AN_IMAGE)
     if "nifti" in kinds:
         from pydicom.data import get_testdata_file
 
-        add("slice.nii.gz", Path(get_testdata_file("CT_small.dcm")).read_bytes(), r"NIfTI|gzip|not a gzip")
-        add("notes.nii", b"hello, not a volume\n", r"NIfTI")
+        add("slice.nii.gz", Path(get_testdata_file("CT_small.dcm")).read_bytes(), r"not a NIfTI|not a gzip")
+        add("notes.nii", b"hello, not a volume\n", r"not a NIfTI")
         add("four_d.nii.gz", gzip.compress(_nifti_bytes(np.zeros((8, 8, 8, 2), np.int16)), mtime=0),
             r"4-D|3-D|dimensions|shape \(8, 8, 8, 2\)")
         add("two_d.nii.gz", gzip.compress(_nifti_bytes(np.zeros((8, 8), np.int16)), mtime=0),

@@ -9,6 +9,7 @@ The full-size load measurement (256 requests at 4 / 16 / 32 clients) is `benchma
 import re
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -104,6 +105,47 @@ def test_concurrent_clients_all_get_their_own_answer_and_no_upload_is_left(space
         assert len({next(iter(d)) for d in answers.values()}) == len(answers)  # the examples do differ
     assert _leftovers(space, files) == []
     _still_serving(space, tmp_path)
+
+
+@pytest.mark.parametrize("family", SPACES)
+def test_an_upload_shared_by_two_requests_outlives_the_first_answer(family, tmp_path, monkeypatch):
+    """The cause of the dropped requests, in process: gradio stores equal uploads at one path. Two uploads of
+    it (as gradio's upload route reports them), one answer: the file stays for the other request; the second
+    answer deletes it. And two answers on the same pixels publish their pictures at different paths."""
+    monkeypatch.setenv("HFMED_MODEL", str(save_tiny_space_model(family, tmp_path / "model")))
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    app = import_app(f"leases_{family}", SPACES_DIR / family / "app.py")
+    source = space_examples(family)[0]
+    shared = tmp_path / "gradio" / "a1b2" / unique_copy(source, tmp_path / "inputs", "shared").name
+    shared.parent.mkdir(parents=True)
+    shared.write_bytes((tmp_path / "inputs" / shared.name).read_bytes())
+
+    app.demo.upload_file_set.update([str(shared)])  # what gradio's /upload route does, once per upload
+    app.demo.upload_file_set.update([str(shared)])
+    first = app.serve_predict(str(shared), 0.5)
+    assert shared.is_file()  # the second upload's request has not been answered yet
+    second = app.serve_predict(str(shared), 0.5)
+    assert not shared.exists() and not shared.parent.exists()
+
+    galleries = [item for answer in (first, second) for item in answer if _is_gallery(item)]
+    paths = [path for gallery in galleries for path, _ in gallery]
+    assert len(galleries) == 2 and len(set(paths)) == len(paths)  # never one file for two answers
+    assert all(Path(path).is_file() and Path(path).is_relative_to(tmp_path / "gradio") for path in paths)
+
+    # an upload that gradio's sweep deletes is forgotten: a new upload of the path is deleted after its answer
+    shared.parent.mkdir()
+    shared.write_bytes((tmp_path / "inputs" / shared.name).read_bytes())
+    app.demo.upload_file_set.update([str(shared)])
+    app.demo.upload_file_set -= {str(shared)}  # what the sweep does to the sets it cleans
+    app.demo.upload_file_set.update([str(shared)])
+    app.serve_predict(str(shared), 0.5)
+    assert not shared.exists()
+
+
+def _is_gallery(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) for item in value
+    )
 
 
 # --- hostile files -----------------------------------------------------------------------------------------
