@@ -431,6 +431,7 @@ def _save_model(accelerator, model, processor, folder: Path):
     unwrapped.save_pretrained(
         staged, state_dict=state_dict, is_main_process=accelerator.is_main_process, save_function=accelerator.save
     )
+    accelerator.wait_for_everyone()  # every rank is done with the staging folder before it is renamed
     if accelerator.is_main_process:
         processor.save_pretrained(staged)
         # The exported folder loads anywhere, hfmed installed or not (trust_remote_code).
