@@ -122,11 +122,12 @@ def test_an_upload_shared_by_two_requests_outlives_the_first_answer(family, tmp_
 
     app.demo.upload_file_set.update([str(shared)])  # what gradio's /upload route does, once per upload
     app.demo.upload_file_set.update([str(shared)])
-    first = app.serve_predict(str(shared), 0.5)
+    app.predict(str(shared), 0.5)
     assert shared.is_file()  # the second upload's request has not been answered yet
-    second = app.serve_predict(str(shared), 0.5)
+    app.predict(str(shared), 0.5)
     assert not shared.exists() and not shared.parent.exists()
 
+    first, second = (app.serve_predict(str(source), 0.5) for _ in range(2))  # what the server's event runs
     galleries = [item for answer in (first, second) for item in answer if _is_gallery(item)]
     paths = [path for gallery in galleries for path, _ in gallery]
     assert len(galleries) == 2 and len(set(paths)) == len(paths)  # never one file for two answers
@@ -138,7 +139,7 @@ def test_an_upload_shared_by_two_requests_outlives_the_first_answer(family, tmp_
     app.demo.upload_file_set.update([str(shared)])
     app.demo.upload_file_set -= {str(shared)}  # what the sweep does to the sets it cleans
     app.demo.upload_file_set.update([str(shared)])
-    app.serve_predict(str(shared), 0.5)
+    app.predict(str(shared), 0.5)
     assert not shared.exists()
 
 
