@@ -336,6 +336,11 @@ def process_memory(pid: int) -> dict[str, int]:
     return fields
 
 
-def reset_peak_memory(pid: int) -> None:
-    """Resets `VmHWM` of process `pid` to its current RSS (Linux >= 4.0: /proc/<pid>/clear_refs, '5')."""
-    Path(f"/proc/{pid}/clear_refs").write_text("5")
+def reset_peak_memory(pid: int) -> int:
+    """Resets `VmHWM` of process `pid` to its current RSS (Linux >= 4.0: /proc/<pid>/clear_refs, '5') and
+    returns the baseline to measure growth from: the RSS, or the old peak where the reset is not allowed."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return process_memory(pid)["VmHWM"]
+    return process_memory(pid)["VmRSS"]

@@ -33,9 +33,9 @@ from tests.space_harness import (
 
 SPACES = space_families()
 REQUESTS, CLIENTS = 24, 8
-# Generous bounds, far above a healthy answer (well under a second here) and far below what a missing guard
-# costs (decoding a 400-megapixel PNG, or allocating 2000^3 voxels): they catch hangs and blow-ups, they are
-# not speed targets.
+# Generous bounds, far above a healthy answer (a few seconds at most, on 2 busy cores) and below what a missing
+# guard costs (decoding a 400-megapixel PNG, allocating 2000^3 voxels): they catch hangs and blow-ups, they
+# are not speed targets.
 HOSTILE_SECONDS = 60.0
 HOSTILE_RSS_GROWTH = 512 * 2**20
 
@@ -159,8 +159,7 @@ def test_hostile_files_get_a_one_line_error_in_bounded_time_and_memory(space, tm
     assert len(hostiles) >= 8
     pid, problems = space["process"].pid, []
     for hostile in hostiles:
-        reset_peak_memory(pid)
-        before = process_memory(pid)["VmRSS"]
+        before = reset_peak_memory(pid)
         start = time.monotonic()
         try:
             space["client"].predict(handle_file(str(hostile.path)), 0.5, api_name="/predict")
