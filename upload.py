@@ -44,17 +44,18 @@ def _redacted(text: str, token: str | None) -> str:
 
 def stage_model(run_dir: Path, repo_id: str, out: Path, license: str = "apache-2.0") -> Path:
     """Write the model repo folder for `run_dir` into `out` and return it."""
-    from transformers import AutoImageProcessor, AutoModelForImageClassification
+    from transformers import AutoImageProcessor
 
     import hfmed  # noqa: F401  (registers the families)
     from hfmed.cards import build_model_card_for_run
     from hfmed.hub import save_for_hub, trust_remote_code_for
+    from hfmed.registry import load_model
 
     model_dir = run_dir / "model"
     if not (model_dir / "config.json").is_file():
         raise UploadError(f"{run_dir} is not a training run folder (no model/config.json); run `hfmed train` first")
     trust = trust_remote_code_for(model_dir)  # the installed classes; never a prompt
-    model = AutoModelForImageClassification.from_pretrained(model_dir, trust_remote_code=trust)
+    model = load_model(model_dir, trust_remote_code=trust)
     processor = AutoImageProcessor.from_pretrained(model_dir, trust_remote_code=trust)
     save_for_hub(model, processor, out)
     build_model_card_for_run(run_dir, repo_id, license=license).save(out / "README.md")

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from hfmed.data.rsna import load_rsna_ich
+from hfmed.data.rsna_ich import load_rsna_ich
 from hfmed.models.scopeformer.configuration_scopeformer import RSNA_LABELS
 
 NUM_IMAGES = 750_000

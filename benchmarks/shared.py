@@ -25,7 +25,7 @@ def data_path_at_scale(settings: Settings) -> list[Row]:
     from torch.utils.data import DataLoader
 
     from hfmed import ScopeformerForImageClassification, ScopeformerImageProcessor, scopeformer_config
-    from hfmed.data.rsna import load_rsna_ich
+    from hfmed.data.rsna_ich import load_rsna_ich
     from hfmed.data.transforms import collate, make_transform
 
     from .bench_rsna_index import NUM_IMAGES, _write_inputs

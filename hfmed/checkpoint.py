@@ -1,4 +1,13 @@
-"""Run-folder writes that a kill cannot tear: checkpoints, the exported model, and single files.
+"""Checkpoint / resume of a training run, and run-folder writes that a kill cannot tear: checkpoints, the
+exported model, and single files.
+
+    <output_dir>/checkpoints/step_000050/   `Accelerator.save_state` (model, optimizer, scheduler, RNG) plus
+                                             `trainer_state.json` (the loop's `TrainState`), for --resume
+    <output_dir>/model/                      the best epoch's weights and image processor, a self-contained
+                                             Hub folder (safetensors, the family's source files, auto_map)
+
+The training loop calls `save_checkpoint`, `load_checkpoint` and `save_model`; they are built on the
+primitives below.
 
 A checkpoint is written under a temporary name and renamed into place once every file is in it, so a
 process killed while writing (SIGKILL, OOM killer, preemption) leaves a folder that is never mistaken for a
@@ -21,6 +30,7 @@ read-only or full disk stops the run with one line instead of a traceback after 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import shutil
@@ -29,6 +39,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .hub import add_remote_code
 from .recipe import RecipeError
 
 STATE_FILE = "trainer_state.json"
@@ -143,6 +154,45 @@ def write_checkpoint(
                 _remove_folder(old)
     wait_for_everyone()
     return final
+
+
+def save_checkpoint(accelerator, output_dir: Path, state: dict, total_limit: int | None) -> Path:
+    """Save the accelerator state and the loop state as checkpoint `state["step"]` (renamed into place when
+    complete), keeping the newest `total_limit` checkpoints (all when None). Every process calls it."""
+    return write_checkpoint(
+        output_dir,
+        state["step"],
+        accelerator.save_state,
+        lambda folder: (Path(folder) / STATE_FILE).write_text(json.dumps(state)),
+        is_main_process=accelerator.is_main_process,
+        wait_for_everyone=accelerator.wait_for_everyone,
+        keep=total_limit,
+    )
+
+
+def load_checkpoint(accelerator, folder: Path) -> dict:
+    """Restore the accelerator state from `folder`; returns the loop state saved with it."""
+    accelerator.load_state(str(folder))
+    return json.loads((Path(folder) / STATE_FILE).read_text())
+
+
+def save_model(accelerator, model, processor, folder: Path) -> None:
+    """Export the (prepared) model and its processor as a Hub folder that loads with or without hfmed,
+    written beside the old best model and swapped in whole: a kill mid-write never tears `folder`."""
+    # get_state_dict gathers full weights under FSDP / DeepSpeed, so the export is a plain HF checkpoint.
+    state_dict = accelerator.get_state_dict(model)
+    unwrapped = accelerator.unwrap_model(model)
+    staged = staging_folder(folder, clear=accelerator.is_main_process)
+    accelerator.wait_for_everyone()
+    unwrapped.save_pretrained(
+        staged, state_dict=state_dict, is_main_process=accelerator.is_main_process, save_function=accelerator.save
+    )
+    if accelerator.is_main_process:
+        processor.save_pretrained(staged)
+        # The exported folder loads anywhere, hfmed installed or not (trust_remote_code).
+        add_remote_code(staged, unwrapped.config, processor)
+        replace_folder(staged, folder)
+    accelerator.wait_for_everyone()
 
 
 def _remove_folder(folder: Path) -> None:
@@ -311,9 +361,12 @@ __all__ = [
     "checkpoint_name",
     "is_complete",
     "list_checkpoints",
+    "load_checkpoint",
     "recover_folder",
     "replace_folder",
     "resolve_resume",
+    "save_checkpoint",
+    "save_model",
     "staging_folder",
     "torn_checkpoints",
     "write_checkpoint",

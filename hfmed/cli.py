@@ -12,14 +12,14 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO_RECIPE = REPO / "configs" / "scopeformer-efficient-demo.yaml"
-DEMO_SPACE = REPO / "spaces" / "scopeformer"
 
 
 def _demo(args) -> int:
     from .recipe import load_recipe
+    from .registry import DEFAULT_FAMILY, FAMILIES
 
-    recipe = load_recipe(args.recipe, args.overrides)
+    recipe = load_recipe(args.recipe or FAMILIES[DEFAULT_FAMILY].demo_recipe_path, args.overrides)
+    family = FAMILIES[recipe.model.family]
     run_dir = Path(recipe.training.output_dir)
     if not run_dir.is_absolute():
         run_dir = REPO / run_dir
@@ -32,27 +32,28 @@ def _demo(args) -> int:
     else:
         print(f"[1/4] reusing the finished run in {run_dir} (make demo RETRAIN=1 trains again)")
 
+    from transformers import AutoConfig
+
+    from .hub import trust_remote_code_for
+    from .tasks import task_for
+
     metrics = json.loads((run_dir / "metrics.json").read_text())
     best = metrics["best"]
     print(f"[2/4] best epoch {best['epoch']} of {len(metrics['history'])}, validation:")
-    for key in ("mean_auroc", "weighted_log_loss", "mean_log_loss", "mean_accuracy"):
-        if key in best["metrics"]:
-            print(f"        {key:<18} {best['metrics'][key]:.4f}")
-    for label, point in metrics["thresholds"]["operating_points"].items():
-        sens, spec = point.get("sensitivity"), point.get("specificity")
-        shown = "n/a" if sens is None or spec is None else f"sensitivity {sens:.2f}, specificity {spec:.2f}"
-        print(f"        {label:<18} threshold {point['threshold']:.3f}  {shown}")
+    config = AutoConfig.from_pretrained(run_dir / "model", trust_remote_code=trust_remote_code_for(run_dir / "model"))
+    for line in task_for(config).report_lines(metrics):
+        print(f"        {line}")
 
     hub_dir = run_dir / "hub"
     print(f"[3/4] staging the Hub folders with upload.py --dry-run into {hub_dir}")
     staged = subprocess.run(
         [sys.executable, str(REPO / "upload.py"), str(run_dir), "--repo-id", recipe.hub.repo_id,
-         "--space", str(DEMO_SPACE), "--space-id", f"{recipe.hub.repo_id}-space", "--dry-run", "--out", str(hub_dir)],
+         "--space", str(family.space_dir), "--space-id", f"{recipe.hub.repo_id}-space", "--dry-run", "--out", str(hub_dir)],
         check=False,
     )
     if staged.returncode:
         return staged.returncode
-    _print_example_prediction(run_dir / "model")
+    _print_example_prediction(family, run_dir / "model")
     print("\nwhere everything is:")
     for name, path in [("run folder", run_dir), ("model (HF format)", run_dir / "model"),
                        ("metrics", run_dir / "metrics.json"), ("plots", run_dir / "plots"),
@@ -65,20 +66,28 @@ def _demo(args) -> int:
     env = {**os.environ, "HFMED_MODEL": str(run_dir / "model"), "GRADIO_SERVER_NAME": "127.0.0.1",
            "GRADIO_SERVER_PORT": port, "GRADIO_ANALYTICS_ENABLED": "False"}
     try:
-        return subprocess.run([sys.executable, str(DEMO_SPACE / "app.py")], env=env, check=False).returncode
+        return subprocess.run([sys.executable, str(family.space_dir / "app.py")], env=env, check=False).returncode
     except KeyboardInterrupt:
         return 0
 
 
-def _print_example_prediction(model_dir: Path) -> None:
-    from pydicom.data import get_testdata_file
+def _print_example_prediction(family, model_dir: Path) -> None:
+    """The trained model on the family's example file (`Family.demo_input`), through its hfmed pipeline."""
+    from transformers import pipeline
 
-    from .pipelines import classify
+    from .hub import trust_remote_code_for
+    from .tasks import task_for
 
-    path = get_testdata_file("CT_small.dcm")
-    print(f"trained model on pydicom's real CT slice ({Path(path).name}); research use only:")
-    for row in classify(path, str(model_dir)):
-        print(f"  {row['label']:<18} {row['score']:.3f}")
+    path = family.demo_input() if family.demo_input else None
+    if path is None:
+        return
+    print(f"trained model on {Path(path).name}; research use only:")
+    pipe = pipeline(family.pipeline_task, model=str(model_dir), trust_remote_code=trust_remote_code_for(model_dir))
+    output = pipe(path)
+    # The image pipeline answers a list of rows, the volume pipeline a dict that holds them.
+    rows = output["predictions"] if isinstance(output, dict) else output
+    for line in task_for(pipe.model.config).prediction_lines(rows):
+        print(f"  {line}")
 
 
 def main(argv=None) -> int:
@@ -91,7 +100,7 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="train the demo recipe, stage its Hub folder and serve its Space")
-    demo.add_argument("recipe", nargs="?", default=str(DEMO_RECIPE))
+    demo.add_argument("recipe", nargs="?", default=None, help="default: the default family's demo recipe")
     demo.add_argument("overrides", nargs="*", help="dotted recipe overrides, e.g. training.epochs=2")
     demo.add_argument("--retrain", action="store_true", help="train again even if the run exists")
     demo.add_argument("--no-serve", action="store_true", help="stop after staging (no Space server)")

@@ -1,7 +1,7 @@
 """Checks that a model's label attention looks where each finding is.
 
 For models that return `label_attentions` (batch, labels, grid_h, grid_w) when called with
-`output_label_attentions=True` (LT-ViT), `attention_peak_hits` counts, per label, the positive validation
+`output_label_attentions=True` (label-token models), `attention_peak_hits` counts, per label, the positive validation
 images whose attention peak falls inside that label's known region (the synthetic twins draw each finding
 in a fixed box).
 """
@@ -43,29 +43,35 @@ def attention_peak_hits(model, dataset, regions: dict, batch_size: int = 32, col
 
 
 def check_run(run_dir) -> dict:
-    """Attention-region hits of a finished synthetic-CXR run on its validation split; writes
-    `attention_regions.json` into the run folder."""
+    """Attention-region hits of a finished run on its validation split, for data whose builder declares where
+    each finding is drawn (`Builder.label_regions`: the synthetic twins); writes `attention_regions.json`
+    into the run folder."""
     import json
     from pathlib import Path
 
     import yaml
-    from transformers import AutoImageProcessor, AutoModelForImageClassification
+    from transformers import AutoImageProcessor
 
-    from .data import build_dataset
-    from .data.synthetic_cxr import LABEL_REGIONS
+    from .data import build_dataset, builder_spec
     from .data.transforms import collate, make_transform
     from .hub import trust_remote_code_for
+    from .registry import load_model
 
     run_dir = Path(run_dir)
     recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
-    if recipe["data"]["builder"] != "synthetic_cxr":
-        raise ValueError(f"{run_dir}: only synthetic_cxr runs have known finding regions")
+    builder = recipe["data"]["builder"]
+    regions = builder_spec(builder).label_regions
+    if not regions:
+        raise ValueError(
+            f"{run_dir}: the {builder!r} builder declares no finding regions; only synthetic twins that draw each "
+            "finding in a fixed box (Builder.label_regions) can be checked"
+        )
     trust = trust_remote_code_for(run_dir / "model")  # the installed classes; never a prompt
-    model = AutoModelForImageClassification.from_pretrained(run_dir / "model", trust_remote_code=trust)
+    model = load_model(run_dir / "model", trust_remote_code=trust)
     processor = AutoImageProcessor.from_pretrained(run_dir / "model", trust_remote_code=trust)
-    validation = build_dataset("synthetic_cxr", **recipe["data"]["args"])["validation"]
+    validation = build_dataset(builder, **recipe["data"]["args"])["validation"]
     counts = attention_peak_hits(
-        model, validation.with_transform(make_transform(processor)), LABEL_REGIONS, collate_fn=collate
+        model, validation.with_transform(make_transform(processor)), regions, collate_fn=collate
     )
     (run_dir / "attention_regions.json").write_text(json.dumps(counts, indent=2) + "\n")
     return counts

@@ -11,11 +11,11 @@ the per-slice attention weights when the model has them.
 import os
 from pathlib import Path
 
-import torch
 from transformers import AutoModelForImageClassification, ImageClassificationPipeline, Pipeline, pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .hub import trust_remote_code_for
+from .tasks import task_for
 
 TASK = "medical-image-classification"
 VOLUME_TASK = "medical-volume-prediction"
@@ -68,19 +68,12 @@ class MedicalVolumePipeline(Pipeline):
 
     def postprocess(self, model_outputs):
         config = self.model.config
-        logits = model_outputs["logits"][0].float()
         names = [config.id2label[i] for i in range(config.num_labels)]
-        if getattr(config, "problem_type", None) == "regression":
-            task = "regression"
-            predictions = [{"label": n, "value": float(v)} for n, v in zip(names, logits.tolist(), strict=True)]
-        else:
-            task = "classification"
-            scores = torch.sigmoid(logits).tolist()
-            predictions = [{"label": n, "score": float(p)} for n, p in zip(names, scores, strict=True)]
+        task = task_for(config)
         weights = model_outputs["slice_weights"]
         return {
-            "task": task,
-            "predictions": predictions,
+            "task": task.report_name,
+            "predictions": task.predictions(model_outputs["logits"][0], names),
             "slice_weights": None if weights is None else weights[0].float().tolist(),
             "slice_axis": getattr(config, "slice_axis", None),
         }

@@ -22,10 +22,10 @@ class RecipeError(ValueError):
 
 @dataclass
 class ModelSection:
-    family: str = "scopeformer"
-    """hfmed family name (a key of `hfmed.registry.FAMILIES`)."""
-    preset: str = "scopeformer-efficient"
-    """Named architecture preset of that family."""
+    family: str | None = None
+    """hfmed family name (a key of `hfmed.registry.FAMILIES`); default `hfmed.families.DEFAULT_FAMILY`."""
+    preset: str | None = None
+    """Named architecture preset of that family; default the family's `default_preset`."""
     config: dict = field(default_factory=dict)
     """Config field overrides on top of the preset."""
     pretrained_backbones: bool = False
@@ -50,7 +50,8 @@ class DataSection:
 
 @dataclass
 class TrainingSection:
-    output_dir: str = "runs/scopeformer"
+    output_dir: str | None = None
+    """The run folder; default `runs/<family>`."""
     seed: int = 0
     epochs: int = 1
     max_steps: int | None = None
@@ -63,14 +64,16 @@ class TrainingSection:
     learning_rate: float = 3e-4
     optimizer: str = "adamw"
     """"adamw" (decoupled weight decay; our default) or "adam" (weight decay as an L2 term in the
-    gradient, what torch.optim.Adam does and the Slice-CNN official code uses)."""
+    gradient, what torch.optim.Adam does and some official code uses)."""
     lr_scheduler: str = "cosine"
     """"cosine" (linear warmup then cosine decay to 0; our default) or "constant" (warmup, then the
-    learning rate stays: the Slice-CNN official code uses no schedule)."""
+    learning rate stays, for official code that uses no schedule)."""
     module_learning_rates: dict = field(default_factory=dict)
-    """Learning rate per parameter-name prefix, e.g. {"scopeformer.backbones": 1e-5}."""
+    """Learning rate per learning-rate group the model declares (`learning_rate_groups()`, see `hfmed.policy`)
+    or per parameter-name prefix, e.g. {"head": 5e-3}; the longest match wins."""
     weight_decay: float = 0.05
-    """AdamW weight decay; never applied to biases and norm weights."""
+    """AdamW weight decay; never applied to 0-/1-D parameters (biases, norm weights) nor to the names the model
+    declares in `no_weight_decay()`."""
     adam_betas: list = field(default_factory=lambda: [0.9, 0.999])
     warmup_ratio: float = 0.05
     max_grad_norm: float | None = 1.0
@@ -119,9 +122,6 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
-# Builder arguments that are paths and must exist before a run starts.
-DATA_PATH_ARGS = {"rsna_ich": ("root",), "image_csv": ("csv_path",), "nih_chestxray14": ("root",), "chexpert": ("root",),
-                  "nifti_csv": ("csv_path",)}
 MIXED_PRECISION = ("no", "fp16", "bf16")
 THRESHOLD_METHODS = ("youden", "sensitivity")
 OPTIMIZERS = ("adamw", "adam")
@@ -221,11 +221,15 @@ def load_recipe(path, overrides=(), check_paths: bool = True) -> Recipe:
 
 def validate(recipe: Recipe, check_paths: bool = True) -> Recipe:
     source = recipe.source or "recipe"
-    from .registry import FAMILIES
+    from .registry import DEFAULT_FAMILY, FAMILIES
 
+    recipe.model.family = recipe.model.family or DEFAULT_FAMILY
     if recipe.model.family not in FAMILIES:
         raise RecipeError(f"{source}: model.family {recipe.model.family!r} is unknown; choose from {sorted(FAMILIES)}")
-    presets = FAMILIES[recipe.model.family].presets
+    family = FAMILIES[recipe.model.family]
+    recipe.model.preset = recipe.model.preset or family.default_preset
+    recipe.training.output_dir = recipe.training.output_dir or f"runs/{family.name}"
+    presets = family.presets
     if recipe.model.preset not in presets:
         raise RecipeError(f"{source}: model.preset {recipe.model.preset!r} is unknown; choose from {sorted(presets)}")
     training = recipe.training
@@ -247,7 +251,10 @@ def validate(recipe: Recipe, check_paths: bool = True) -> Recipe:
     if recipe.evaluation.threshold_method not in THRESHOLD_METHODS:
         raise RecipeError(f"{source}: evaluation.threshold_method must be one of {list(THRESHOLD_METHODS)}")
     if check_paths:
-        for arg in DATA_PATH_ARGS.get(recipe.data.builder, ()):
+        from .data import BUILDER_SPECS  # the builder declares its path arguments
+
+        spec = BUILDER_SPECS.get(recipe.data.builder)
+        for arg in spec.path_args if spec else ():
             value = recipe.data.args.get(arg)
             if value is None:
                 raise RecipeError(f"{source}: data.args.{arg} is required by the {recipe.data.builder} builder")

@@ -22,7 +22,7 @@ from hfmed.cards import card_data
 from hfmed.hub import save_for_hub
 from hfmed.models.diamant import DIAMANTImageProcessor
 from hfmed.pipelines import classify, predict_volume
-from hfmed.train import evaluation_metrics
+from hfmed.tasks import task_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,7 +80,7 @@ def test_a_chest_x_ray_run_reports_a_mean_log_loss_not_the_rsna_weighted_one():
     config = lt_vit_config("lt-vit-tiny")
     names = [config.id2label[i] for i in range(config.num_labels)]
     probabilities, labels = _scores(config.num_labels)
-    metrics = evaluation_metrics(config, probabilities, labels, names)
+    metrics = task_for(config).metrics(config, probabilities, labels, names)
     assert "weighted_log_loss" not in metrics
     assert metrics["mean_log_loss"] == pytest.approx(_per_label_log_loss(probabilities, labels).mean(), rel=1e-6)
 
@@ -89,7 +89,7 @@ def test_scopeformer_keeps_the_rsna_weighted_log_loss():
     config = scopeformer_config("scopeformer-tiny")
     names = [config.id2label[i] for i in range(config.num_labels)]
     probabilities, labels = _scores(config.num_labels)
-    metrics = evaluation_metrics(config, probabilities, labels, names)
+    metrics = task_for(config).metrics(config, probabilities, labels, names)
     assert "mean_log_loss" not in metrics
     weights = np.array([2.0 if name == "any" else 1.0 for name in names])
     expected = (weights * _per_label_log_loss(probabilities, labels)).sum() / weights.sum()

@@ -12,6 +12,10 @@ label in the builder's `label_names` order, default `RSNA_LABELS`) and `patient_
 `labels` (float32, length 1: age in years, or AD = 1 / CN = 0) and `subject_id` instead. Pixels are never
 stored: `hfmed.data.transforms.make_transform` decodes them lazily, in DataLoader workers.
 
+Each builder is the module named by its builder key (`hfmed/data/<builder>.py`), which declares itself as
+`BUILDER = Builder(name, load, path_args=...)`: the recipe checks the declared path arguments before a run.
+The helpers builders share (patient-wise split, label columns, fingerprints) are public in `splits.py`.
+
 Not imported by `import hfmed` (it needs the `train` extra: datasets, pandas).
 """
 
@@ -22,11 +26,26 @@ from collections.abc import Callable
 
 from datasets import DatasetDict
 
-from .cxr import CHEXPERT_LABELS, NIH_LABELS, load_chexpert, load_nih_chestxray14
-from .folder import load_image_csv
+from . import (
+    chexpert,
+    hub,
+    image_csv,
+    nifti_csv,
+    nih_chestxray14,
+    rsna_ich,
+    synthetic_brain,
+    synthetic_ct,
+    synthetic_cxr,
+)
+from .builder import Builder
+from .chest_xray import CHEXPERT_LABELS, NIH_LABELS
+from .chexpert import load_chexpert
 from .hub import load_hub_dataset
-from .nifti import ADNI_DIAGNOSIS_MAP, load_nifti_csv
-from .rsna import load_rsna_ich, patient_split
+from .image_csv import load_image_csv
+from .nifti_csv import ADNI_DIAGNOSIS_MAP, load_nifti_csv
+from .nih_chestxray14 import load_nih_chestxray14
+from .rsna_ich import load_rsna_ich
+from .splits import patient_split
 from .synthetic_brain import (
     ensure_synthetic_brain,
     load_synthetic_brain,
@@ -44,17 +63,44 @@ from .synthetic_cxr import (
 )
 from .transforms import balanced_sampler, collate, make_transform, pos_weight_from_data
 
-BUILDERS: dict[str, Callable[..., DatasetDict]] = {
-    "synthetic_ct": load_synthetic_ct,
-    "rsna_ich": load_rsna_ich,
-    "image_csv": load_image_csv,
-    "hub": load_hub_dataset,
-    "synthetic_cxr": load_synthetic_cxr,
-    "nih_chestxray14": load_nih_chestxray14,
-    "chexpert": load_chexpert,
-    "nifti_csv": load_nifti_csv,
-    "synthetic_brain": load_synthetic_brain,
+# Each builder module declares itself (`BUILDER`, named by its builder key).
+BUILDER_SPECS: dict[str, Builder] = {
+    module.BUILDER.name: module.BUILDER
+    for module in (
+        synthetic_ct,
+        rsna_ich,
+        image_csv,
+        hub,
+        synthetic_cxr,
+        nih_chestxray14,
+        chexpert,
+        nifti_csv,
+        synthetic_brain,
+    )
 }
+BUILDERS: dict[str, Callable[..., DatasetDict]] = {name: spec.load for name, spec in BUILDER_SPECS.items()}
+
+
+def builder_spec(builder: str) -> Builder:
+    """The `Builder` declaration named `builder` (ValueError listing the known ones)."""
+    if builder not in BUILDER_SPECS:
+        raise ValueError(f"unknown dataset builder {builder!r}: choose one of {sorted(BUILDER_SPECS)}")
+    return BUILDER_SPECS[builder]
+
+
+def check_builder_args(builder: str, args: dict) -> None:
+    """Raise before any data is read when `args` do not fit the builder's signature.
+
+    Raises:
+        ValueError: unknown builder name (the message lists the known ones).
+        TypeError: an argument the builder does not take, or a required one missing (the message lists the
+            builder's parameters).
+    """
+    signature = inspect.signature(builder_spec(builder).load)
+    try:
+        signature.bind(**args)
+    except TypeError as err:
+        raise TypeError(f"dataset builder {builder!r}: {err}; its parameters are {signature}") from None
 
 
 def build_dataset(builder: str, **kwargs) -> DatasetDict:
@@ -65,20 +111,17 @@ def build_dataset(builder: str, **kwargs) -> DatasetDict:
         TypeError: an argument the builder does not take, or a required one missing (the message lists the
             builder's parameters).
     """
-    if builder not in BUILDERS:
-        raise ValueError(f"unknown dataset builder {builder!r}: choose one of {sorted(BUILDERS)}")
-    function = BUILDERS[builder]
-    signature = inspect.signature(function)
-    try:
-        signature.bind(**kwargs)
-    except TypeError as err:
-        raise TypeError(f"dataset builder {builder!r}: {err}; its parameters are {signature}") from None
-    return function(**kwargs)
+    check_builder_args(builder, kwargs)
+    return BUILDERS[builder](**kwargs)
 
 
 __all__ = [
     "ADNI_DIAGNOSIS_MAP",
     "BUILDERS",
+    "BUILDER_SPECS",
+    "Builder",
+    "builder_spec",
+    "check_builder_args",
     "CHEXPERT_LABELS",
     "LABEL_REGIONS",
     "NIH_LABELS",

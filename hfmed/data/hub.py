@@ -16,7 +16,8 @@ import datasets
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, IterableDataset, IterableDatasetDict, Value
 
-from .rsna import _first, check_fractions, check_label_names, label_feature, patient_split
+from .builder import Builder
+from .splits import check_fractions, check_label_names, first_items, label_feature, patient_split
 
 VALIDATION_NAMES = ("validation", "valid", "val", "dev")
 _FALSE_STRINGS = {"", "0", "false", "no", "off"}
@@ -246,9 +247,11 @@ def load_hub_dataset(
     ignored = sorted(set(splits) - {"train", "test", *([validation_name] if validation_name else [])})
     if ignored:
         warnings.warn(
-            f"dataset {repo_id!r}: split(s) {_first(ignored)} are not used", UserWarning, stacklevel=2
+            f"dataset {repo_id!r}: split(s) {first_items(ignored)} are not used", UserWarning, stacklevel=2
         )
     return DatasetDict(out)
 
 
-__all__ = ["load_hub_dataset"]
+BUILDER = Builder(name="hub", load=load_hub_dataset)
+
+__all__ = ["BUILDER", "load_hub_dataset"]

@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 
+from .builder import Builder
 from .twin_cache import ensure_twin
 
 # Bump when the drawing changes: cached twins written by an older version are regenerated.
@@ -543,7 +544,7 @@ def load_synthetic_brain(
         `datasets.DatasetDict` with `train`, `validation` (and `test` when `test_fraction > 0`); columns
         `path`, `image` (`datasets.Nifti`), `labels` (float32, length 1), `subject_id`.
     """
-    from .nifti import load_nifti_csv
+    from .nifti_csv import load_nifti_csv
 
     if target not in ("age", "diagnosis"):
         raise ValueError(f"target must be 'age' or 'diagnosis', got {target!r}")
@@ -566,7 +567,10 @@ def load_synthetic_brain(
     )
 
 
+BUILDER = Builder(name="synthetic_brain", load=load_synthetic_brain)
+
 __all__ = [
+    "BUILDER",
     "DEFAULT_AGE_RANGE",
     "DEFAULT_SHAPE",
     "DEFAULT_SPACING",

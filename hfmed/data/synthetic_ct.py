@@ -35,6 +35,7 @@ import numpy as np
 
 from hfmed.models.scopeformer.configuration_scopeformer import RSNA_LABELS
 
+from .builder import Builder
 from .twin_cache import ensure_twin
 
 SUBTYPES = RSNA_LABELS[1:]
@@ -444,7 +445,7 @@ def load_synthetic_ct(
         `datasets.DatasetDict` with `train`, `validation` (and `test` when `test_fraction > 0`), columns
         `path`, `labels`, `patient_id`, `image_id`.
     """
-    from .rsna import load_rsna_ich
+    from .rsna_ich import load_rsna_ich
 
     folder = ensure_synthetic_rsna(root, num_patients, slices_per_patient, image_size, seed)
     return load_rsna_ich(
@@ -458,7 +459,10 @@ def load_synthetic_ct(
     )
 
 
+BUILDER = Builder(name="synthetic_ct", load=load_synthetic_ct)
+
 __all__ = [
+    "BUILDER",
     "SUBTYPES",
     "default_cache_root",
     "ensure_synthetic_rsna",

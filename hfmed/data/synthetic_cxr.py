@@ -42,7 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from .cxr import CHEXPERT_OBSERVATIONS
+from .builder import Builder
+from .chest_xray import CHEXPERT_OBSERVATIONS
 from .twin_cache import ensure_twin
 
 SYNTHETIC_CXR_LABELS = ["Atelectasis", "Cardiomegaly", "Effusion", "Consolidation", "Pneumothorax"]
@@ -411,7 +412,7 @@ def load_synthetic_cxr(
         `datasets.DatasetDict` with `train`, `validation`, `test`; columns `path`, `labels`, `patient_id`,
         `image_id`, `view`.
     """
-    from .cxr import load_nih_chestxray14
+    from .nih_chestxray14 import load_nih_chestxray14
 
     folder = ensure_synthetic_nih(
         root, num_patients, images_per_patient, image_size, seed, bit_depth, test_fraction
@@ -497,7 +498,10 @@ def write_synthetic_chexpert(
     return folder
 
 
+BUILDER = Builder(name="synthetic_cxr", load=load_synthetic_cxr, label_regions=LABEL_REGIONS)
+
 __all__ = [
+    "BUILDER",
     "LABEL_REGIONS",
     "SYNTHETIC_CXR_LABELS",
     "default_cache_root",

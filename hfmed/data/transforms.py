@@ -72,6 +72,16 @@ def _background(image_processor: Any, num_channels: int) -> list[float]:
     return [-float(m) / float(s) for m, s in zip(mean, std, strict=True)]
 
 
+def _num_channels(image_processor: Any) -> int:
+    """Channels of the processor's output: its `input_contract()["num_channels"]` (every hfmed processor), else
+    one per `image_mean` entry, else 3 (an RGB processor)."""
+    contract = getattr(image_processor, "input_contract", None)
+    if callable(contract):
+        return int(contract()["num_channels"])
+    mean = getattr(image_processor, "image_mean", None)
+    return len(mean) if isinstance(mean, Sequence) and not isinstance(mean, str) else 3
+
+
 def build_augmentation(augment: Mapping[str, Any] | None, fill: Sequence[float] | float = 0.0):
     """The torchvision v2 pipeline for `augment`, or `None` when it changes nothing.
 
@@ -141,7 +151,7 @@ class BatchTransform:
         self.epoch = 0
         self.augment = _check_augment(augment)
         self.train = bool(train)
-        num_channels = len(getattr(image_processor, "windows", None) or [0, 0, 0])
+        num_channels = _num_channels(image_processor)
         self.augmentation = (
             build_augmentation(self.augment, _background(image_processor, num_channels))
             if self.train

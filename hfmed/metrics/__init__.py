@@ -48,7 +48,7 @@ def _cached_metric(name: str):
     return load_metric(name)
 
 
-def _to_numpy(values) -> np.ndarray:
+def to_numpy(values) -> np.ndarray:
     # Accept torch tensors (on any device, with grad, any float type) without importing torch here.
     if hasattr(values, "detach"):
         values = values.detach().double().cpu().numpy()
@@ -77,8 +77,8 @@ def classification_metrics(
         RSNA metric), `mean_log_loss` when it is a plain mean over labels (equal weights, or one label). An
         AUROC is `nan` for a label with a single class in `labels` (left out of `mean_auroc`).
     """
-    probabilities = _to_numpy(probabilities)
-    labels = _to_numpy(labels)
+    probabilities = to_numpy(probabilities)
+    labels = to_numpy(labels)
     label_names = [str(name) for name in label_names]
     if probabilities.ndim != 2 or probabilities.shape[1] != len(label_names):
         raise ValueError(
@@ -106,9 +106,9 @@ def classification_metrics(
     return results
 
 
-def _one_output(values, name: str) -> np.ndarray:
+def one_output(values, name: str) -> np.ndarray:
     """(N,) float64 from an (N,) or (N, 1) array, list or tensor (one output per example)."""
-    array = _to_numpy(values)
+    array = to_numpy(values)
     if array.ndim == 2 and array.shape[1] == 1:
         array = array[:, 0]
     if array.ndim != 1:
@@ -134,8 +134,8 @@ def regression_metrics(predictions, targets) -> dict[str, float]:
     Raises:
         ValueError: other shapes, different lengths, no example, NaN or infinite values.
     """
-    predictions = _one_output(predictions, "predictions")
-    targets = _one_output(targets, "targets")
+    predictions = one_output(predictions, "predictions")
+    targets = one_output(targets, "targets")
     _same_length(predictions, targets, "predictions and targets")
     output = _cached_metric("regression").compute(predictions=predictions, references=targets)
     return {key: float(value) for key, value in output.items()}
@@ -156,8 +156,8 @@ def binary_metrics(probabilities, labels, threshold: float = 0.5) -> dict[str, f
         ValueError: other shapes, different lengths, no example, NaN, probabilities outside [0, 1], labels
             other than 0 / 1.
     """
-    probabilities = _one_output(probabilities, "probabilities")
-    labels = _one_output(labels, "labels")
+    probabilities = one_output(probabilities, "probabilities")
+    labels = one_output(labels, "labels")
     _same_length(probabilities, labels, "probabilities and labels")
     output = _cached_metric("binary_classification").compute(
         predictions=probabilities, references=labels, threshold=float(threshold)
@@ -165,12 +165,9 @@ def binary_metrics(probabilities, labels, threshold: float = 0.5) -> dict[str, f
     return {key: float(value) for key, value in output.items()}
 
 
-def _sigmoid(logits: np.ndarray) -> np.ndarray:
+def sigmoid(logits: np.ndarray) -> np.ndarray:
     # exp(-log(1 + exp(-x))) neither overflows for large |x| nor loses small probabilities to rounding.
     return np.exp(-np.logaddexp(0.0, -logits))
-
-
-TASKS = ("multi_label_classification", "binary", "regression")
 
 
 def make_compute_metrics(
@@ -180,60 +177,29 @@ def make_compute_metrics(
     task: str = "multi_label_classification",
 ) -> Callable[..., dict[str, float]]:
     """A `compute_metrics(eval_pred)` for `transformers.Trainer`. When the model returns extra outputs, the
-    logits are taken to be the first.
+    logits are taken to be the first. The task (`hfmed.tasks`) builds it.
 
     Args:
         label_names: the names of the model's outputs (one for "binary" and "regression").
         label_weights, thresholds: see `classification_metrics` (classification tasks only).
         task: "multi_label_classification" (sigmoid of the logits, then `classification_metrics`), "binary"
             (one label: the same, plus `binary_metrics` at `thresholds`, default 0.5) or "regression" (one
-            output: `regression_metrics` of the raw logits).
+            output: `regression_metrics` of the raw logits); any name of `hfmed.tasks.TASKS`.
     """
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}")
-    label_names = [str(name) for name in label_names]
-    if task != "multi_label_classification" and len(label_names) != 1:
-        raise ValueError(
-            f"task {task!r} has one output, but label_names has {len(label_names)}: {label_names}"
-        )
-    if task == "regression" and (label_weights is not None or thresholds is not None):
-        raise ValueError(
-            "label_weights and thresholds are for classification; task 'regression' takes neither"
-        )
-    binary_threshold = 0.5
-    if task == "binary" and thresholds is not None:
-        values = np.asarray(thresholds, dtype=np.float64).reshape(-1)
-        if values.shape[0] != 1:
-            raise ValueError(f"task 'binary' takes one threshold, got {thresholds!r}")
-        binary_threshold = float(values[0])
+    from ..tasks import get_task
 
-    def compute_metrics(eval_pred) -> dict[str, float]:
-        logits, label_ids = eval_pred.predictions, eval_pred.label_ids
-        if isinstance(logits, (tuple, list)):
-            logits = logits[0]
-        if isinstance(label_ids, (tuple, list)):
-            label_ids = label_ids[0]
-        if task == "regression":
-            return regression_metrics(logits, label_ids)
-        probabilities = _sigmoid(_to_numpy(logits))
-        if task == "binary":
-            probabilities = _one_output(probabilities, "logits")[:, None]
-            label_ids = _one_output(label_ids, "labels")[:, None]
-        results = classification_metrics(probabilities, label_ids, label_names, label_weights, thresholds)
-        if task == "binary":
-            results.update(binary_metrics(probabilities, label_ids, binary_threshold))
-        return results
-
-    return compute_metrics
+    return get_task(task).compute_metrics(label_names, label_weights, thresholds)
 
 
 __all__ = [
     "METRICS_DIR",
-    "TASKS",
     "available_metrics",
     "binary_metrics",
     "classification_metrics",
     "load_metric",
     "make_compute_metrics",
+    "one_output",
     "regression_metrics",
+    "sigmoid",
+    "to_numpy",
 ]

@@ -211,6 +211,24 @@ class LTViTPreTrainedModel(PreTrainedModel):
     # The loss is a per-batch mean; Trainer must not rescale it by `num_items_in_batch`.
     accepts_loss_kwargs = False
 
+    # Copied from hfmed.models.scopeformer.modeling_scopeformer.ScopeformerPreTrainedModel._base_model_names
+    def _base_model_names(self, *names: str) -> set[str]:
+        # Parameter names of the base model, as seen from this model (the head holds the base model).
+        prefix = "" if self.base_model is self else f"{self.base_model_prefix}."
+        return {prefix + name for name in names}
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters without weight decay besides the 0-/1-D ones (timm's convention; read by hfmed's
+        training policy): the class, position and label tokens."""
+        return self._base_model_names(
+            "embeddings.cls_token", "embeddings.position_embeddings", "embeddings.label_tokens"
+        )
+
+    def learning_rate_groups(self) -> dict[str, set[str]]:
+        """Groups a training recipe may give their own learning rate (read by hfmed's training policy):
+        `label_tokens`, which start from scratch while the image pathway may be pretrained."""
+        return {"label_tokens": self._base_model_names("embeddings.label_tokens")}
+
     def _init_weights(self, module):
         std = self.config.initializer_range
         if isinstance(module, (nn.Linear, nn.Conv2d)):

@@ -203,6 +203,20 @@ class ScopeformerPreTrainedModel(PreTrainedModel):
     # The loss is a per-batch mean; Trainer must not rescale it by `num_items_in_batch`.
     accepts_loss_kwargs = False
 
+    def _base_model_names(self, *names: str) -> set[str]:
+        # Parameter names of the base model, as seen from this model (the head holds the base model).
+        prefix = "" if self.base_model is self else f"{self.base_model_prefix}."
+        return {prefix + name for name in names}
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters without weight decay besides the 0-/1-D ones (timm's convention; read by hfmed's
+        training policy): the class token and the position embeddings."""
+        return self._base_model_names("embeddings.cls_token", "embeddings.position_embeddings")
+
+    def frozen_parameters(self) -> set[str]:
+        """Parameters that never train (read by hfmed's training policy): the CNNs when `freeze_backbones`."""
+        return self._base_model_names("backbones") if self.config.freeze_backbones else set()
+
     def _init_weights(self, module):
         std = self.config.initializer_range
         if isinstance(module, nn.Conv2d):
@@ -258,8 +272,9 @@ class ScopeformerModel(ScopeformerPreTrainedModel):
         self.layers = nn.ModuleList(ScopeformerLayer(config) for _ in range(config.num_hidden_layers))
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.gradient_checkpointing = False
-        if config.freeze_backbones:
-            self.backbones.requires_grad_(False)
+        # The declared frozen parameters never train, in hfmed's loop (which reads the same declaration) or not.
+        for name in self.frozen_parameters():
+            self.get_submodule(name).requires_grad_(False)
         self.post_init()
 
     def forward(

@@ -262,6 +262,18 @@ class SliceCNNPreTrainedModel(PreTrainedModel):
     # The loss is a per-batch mean; Trainer must not rescale it by `num_items_in_batch`.
     accepts_loss_kwargs = False
 
+    # Copied from hfmed.models.scopeformer.modeling_scopeformer.ScopeformerPreTrainedModel._base_model_names
+    def _base_model_names(self, *names: str) -> set[str]:
+        # Parameter names of the base model, as seen from this model (the head holds the base model).
+        prefix = "" if self.base_model is self else f"{self.base_model_prefix}."
+        return {prefix + name for name in names}
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters without weight decay besides the 0-/1-D ones (timm's convention; read by hfmed's
+        training policy): the slice position encoding (its embeddings and its LayerNorm over all slices,
+        whose weight and bias are 2-D)."""
+        return self._base_model_names("position_encoding.position_embeddings", "position_encoding.layernorm")
+
     def _init_weights(self, module):
         # The official init: encoder1 models use He-normal convs and N(0, 0.01) linears ("custom"); ResNet
         # models keep PyTorch's defaults (torchvision's He-normal convs, BatchNorm 1/0, PyTorch's linear

@@ -22,11 +22,12 @@ from datasets import DatasetDict, Features, Value
 
 from hfmed.models.scopeformer.configuration_scopeformer import RSNA_LABELS
 
-from .rsna import (
-    _file_fingerprint,
-    _first,
+from .builder import Builder
+from .splits import (
     check_fractions,
     check_label_names,
+    file_fingerprint,
+    first_items,
     label_feature,
     labels_array,
     make_dataset_dict,
@@ -127,7 +128,7 @@ def load_image_csv(
     empty = np.flatnonzero((relative == "").to_numpy())
     if len(empty):
         raise ValueError(
-            f"{str(csv_path)!r}: column {path_column!r} is empty on data row(s) {_first(empty + 1)}"
+            f"{str(csv_path)!r}: column {path_column!r} is empty on data row(s) {first_items(empty + 1)}"
         )
     paths = [os.path.abspath(os.path.join(root, p)) for p in relative]
     if check_files:
@@ -135,7 +136,7 @@ def load_image_csv(
         if absent:
             raise FileNotFoundError(
                 f"{len(absent)} of {len(paths)} images listed in {str(csv_path)!r} do not exist, e.g. "
-                f"{_first(absent)} (relative paths resolve against {str(root)!r}; set image_root)"
+                f"{first_items(absent)} (relative paths resolve against {str(root)!r}; set image_root)"
             )
 
     labels = np.stack([_label_column(frame[c], c, csv_path) for c in label_columns], axis=1)
@@ -145,7 +146,7 @@ def load_image_csv(
         blank = np.flatnonzero((patients == "").to_numpy())
         if len(blank):
             raise ValueError(
-                f"{str(csv_path)!r}: column {patient_column!r} is empty on data row(s) {_first(blank + 1)}"
+                f"{str(csv_path)!r}: column {patient_column!r} is empty on data row(s) {first_items(blank + 1)}"
             )
         patient_ids = patients.tolist()
     else:
@@ -174,7 +175,7 @@ def load_image_csv(
         if (shared > 1).any():
             warnings.warn(
                 f"{str(csv_path)!r}: {int((shared > 1).sum())} patient(s) appear in more than one split of "
-                f"{split_column!r}, e.g. {_first(shared[shared > 1].index)}",
+                f"{split_column!r}, e.g. {first_items(shared[shared > 1].index)}",
                 UserWarning,
                 stacklevel=2,
             )
@@ -205,7 +206,7 @@ def load_image_csv(
             str,
             (
                 "image_csv",
-                _file_fingerprint(csv_path),
+                file_fingerprint(csv_path),
                 root,
                 path_column,
                 label_columns,
@@ -233,4 +234,6 @@ def load_image_csv(
     )
 
 
-__all__ = ["load_image_csv"]
+BUILDER = Builder(name="image_csv", load=load_image_csv, path_args=("csv_path",))
+
+__all__ = ["BUILDER", "load_image_csv"]

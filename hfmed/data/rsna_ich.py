@@ -9,8 +9,6 @@ Datasets hold paths and labels only; pixels are decoded later, by the image proc
 workers. The patient of each image comes from the DICOM header (`PatientID`), read once and cached in
 `root/patient_ids.csv`; the train / validation / test split is by patient, from a seeded hash of the
 patient id (see `patient_split`).
-
-This module also holds the helpers the other builders share (`patient_split`, `make_dataset_dict`).
 """
 
 from __future__ import annotations
@@ -28,140 +26,29 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
-from datasets import Dataset, DatasetDict, DatasetInfo, Features, NamedSplit, Value
-from datasets import Sequence as HFSequence
-from datasets.table import InMemoryTable
+from datasets import DatasetDict, Features, Value
 
 from hfmed.models.scopeformer.configuration_scopeformer import RSNA_LABELS
+
+from .builder import Builder
+from .splits import (
+    check_fractions,
+    check_label_names,
+    file_fingerprint,
+    first_items,
+    label_feature,
+    labels_array,
+    make_dataset_dict,
+    patient_split,
+)
 
 logger = logging.getLogger(__name__)
 
 PATIENT_CACHE_NAME = "patient_ids.csv"
-SPLITS = ("train", "validation", "test")
 # Below this many headers to read, a process pool costs more than it saves.
 _PARALLEL_MIN_FILES = 2000
 _CHUNK = 512
-_EXAMPLES = 5
-
-
-# ---------------------------------------------------------------------------------------------------
-# Shared helpers (also used by folder.py and hub.py)
-# ---------------------------------------------------------------------------------------------------
-
-
-def check_label_names(label_names: Sequence[str]) -> list[str]:
-    if isinstance(label_names, (str, bytes)) or not isinstance(label_names, Sequence) or not label_names:
-        raise ValueError(f"label_names must be a non-empty list of strings, got {label_names!r}")
-    names = list(label_names)
-    if not all(isinstance(name, str) and name for name in names):
-        raise ValueError(f"label_names must hold non-empty strings only, got {names!r}")
-    duplicated = sorted({name for name in names if names.count(name) > 1})
-    if duplicated:
-        raise ValueError(f"label_names has duplicates {duplicated}: give each label once")
-    return names
-
-
-def check_fractions(val_fraction: float, test_fraction: float) -> tuple[float, float]:
-    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-            raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
-    if val_fraction + test_fraction >= 1.0:
-        raise ValueError(
-            f"val_fraction + test_fraction = {val_fraction + test_fraction} leaves nothing to train on: "
-            "their sum must be < 1"
-        )
-    return float(val_fraction), float(test_fraction)
-
-
-def patient_hash(patient_id: str, seed: int) -> float:
-    """A uniform number in [0, 1) from (seed, patient id): stable across runs, machines and Python versions."""
-    digest = hashlib.blake2b(f"{seed}\x00{patient_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0**64
-
-
-def patient_split(
-    patient_ids: Sequence[str] | pa.Array | np.ndarray,
-    val_fraction: float,
-    test_fraction: float = 0.0,
-    seed: int = 0,
-) -> np.ndarray:
-    """Assigns every row to a split by patient: 0 train, 1 validation, 2 test (an int8 array).
-
-    Rule: `u = patient_hash(patient_id, seed)`; test if `u < test_fraction`, validation if
-    `u >= 1 - val_fraction`, train otherwise. All images of a patient share a split; a patient keeps its split
-    when the dataset grows or shrinks, and asking for a test split takes patients from train only (the
-    validation set does not move). The split sizes are therefore close to, not exactly, the fractions.
-    """
-    val_fraction, test_fraction = check_fractions(val_fraction, test_fraction)
-    encoded = pc.dictionary_encode(pa.array(patient_ids, type=pa.string()))
-    if encoded.null_count:
-        raise ValueError("patient ids must not be missing (null)")
-    unique = encoded.dictionary.to_pylist()
-    hashes = np.fromiter((patient_hash(p, seed) for p in unique), dtype=np.float64, count=len(unique))
-    per_patient = np.zeros(len(unique), dtype=np.int8)
-    per_patient[hashes >= 1.0 - val_fraction] = 1
-    per_patient[hashes < test_fraction] = 2
-    return per_patient[encoded.indices.to_numpy(zero_copy_only=False)]
-
-
-def label_feature(num_labels: int):
-    return HFSequence(Value("float32"), length=num_labels)
-
-
-def labels_array(matrix: np.ndarray) -> pa.FixedSizeListArray:
-    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
-
-
-def make_dataset_dict(
-    table: pa.Table,
-    features: Features,
-    assignment: np.ndarray,
-    requested: dict[str, float],
-    fingerprint: str,
-    description: str,
-    empty_hint: str = "use more data or change the fractions or the seed",
-) -> DatasetDict:
-    """Splits `table` rows by `assignment` (0 train, 1 validation, 2 test) into a DatasetDict.
-
-    `requested` maps split name -> fraction; `train` and `validation` are always present (validation may be
-    empty only when its fraction is 0), `test` only when its fraction is > 0. A requested split that comes
-    out empty raises, because hashing gave every patient to the other splits.
-    """
-    table = table.cast(features.arrow_schema)
-    output = {}
-    num_patients = None
-    for code, name in enumerate(SPLITS):
-        fraction = requested.get(name)
-        if name == "test" and not fraction:
-            continue
-        indices = np.flatnonzero(assignment == code)
-        if len(indices) == 0 and (name == "train" or fraction):
-            if num_patients is None and "patient_id" in table.column_names:
-                num_patients = len(pc.unique(table.column("patient_id")))
-            raise ValueError(
-                f"the {name} split is empty: {len(table)} rows from {num_patients} patients split with "
-                f"fractions {requested}; {empty_hint}"
-            )
-        part = table.take(pa.array(indices, type=pa.int64())).combine_chunks()
-        output[name] = Dataset(
-            InMemoryTable(part),
-            info=DatasetInfo(description=description, features=features),
-            split=NamedSplit(name),
-            fingerprint=hashlib.sha256(f"{fingerprint}:{name}".encode()).hexdigest()[:16],
-        )
-    return DatasetDict(output)
-
-
-def _first(items, n: int = _EXAMPLES) -> str:
-    items = list(items)
-    shown = ", ".join(repr(str(i)) for i in items[:n])
-    return f"{shown}{', ...' if len(items) > n else ''}"
-
-
-def _file_fingerprint(path: Path) -> str:
-    stat = path.stat()
-    return f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
+_EXAMPLES = 5  # rows named in an error message
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -213,7 +100,7 @@ def read_rsna_labels(csv_path: str | os.PathLike, label_names: Sequence[str] = R
     if len(malformed):
         raise ValueError(
             f"{str(csv_path)!r}: IDs must look like ID_<image>_<subtype>, found "
-            f"{_first(ids.take(pa.array(malformed[:_EXAMPLES])).to_pylist())} ({len(malformed)} such row(s))"
+            f"{first_items(ids.take(pa.array(malformed[:_EXAMPLES])).to_pylist())} ({len(malformed)} such row(s))"
         )
     image_column = pc.list_element(parts, 0)
     subtype_column = pc.list_element(parts, 1)
@@ -242,7 +129,7 @@ def read_rsna_labels(csv_path: str | os.PathLike, label_names: Sequence[str] = R
         ]
         raise ValueError(
             f"{str(csv_path)!r} gives conflicting labels (both 0 and 1) for {len(bad_keys)} (image, subtype) "
-            f"pair(s), e.g. {_first(examples)}, in {len(bad_images)} image(s): fix or remove those rows"
+            f"pair(s), e.g. {first_items(examples)}, in {len(bad_images)} image(s): fix or remove those rows"
         )
     if same_key.any():
         logger.info("%s: dropped %d exact duplicate row(s)", csv_path, int(same_key.sum()))
@@ -333,13 +220,13 @@ def read_patient_map(path: str | os.PathLike) -> pa.Table:
     empty = pc.equal(pc.utf8_length(table.column("patient_id")), 0)
     if pc.any(empty).as_py():
         rows = table.filter(empty).column("image_id").to_pylist()
-        raise ValueError(f"patient map {str(path)!r} has empty patient_id for image(s) {_first(rows)}")
+        raise ValueError(f"patient map {str(path)!r} has empty patient_id for image(s) {first_items(rows)}")
     counts = table.group_by("image_id").aggregate([("patient_id", "count_distinct")])
     conflicting = counts.filter(pc.greater(counts.column("patient_id_count_distinct"), 1))
     if conflicting.num_rows:
         raise ValueError(
             f"patient map {str(path)!r} gives several patients for image(s) "
-            f"{_first(conflicting.column('image_id').to_pylist())}: keep one patient per image"
+            f"{first_items(conflicting.column('image_id').to_pylist())}: keep one patient per image"
         )
     return table
 
@@ -382,7 +269,7 @@ def resolve_patient_ids(
         if len(absent):
             raise ValueError(
                 f"patient map {str(patient_map)!r} has no row for {len(absent)} image(s), e.g. "
-                f"{_first(image_ids.take(pa.array(absent[:_EXAMPLES])).to_pylist())}: add them, or leave "
+                f"{first_items(image_ids.take(pa.array(absent[:_EXAMPLES])).to_pylist())}: add them, or leave "
                 "patient_map unset to read PatientID from the DICOM headers"
             )
         return patients
@@ -485,7 +372,7 @@ def load_rsna_ich(
         if len(absent):
             raise FileNotFoundError(
                 f"{len(absent)} of {len(image_ids)} images listed in {str(csv_path)!r} have no DICOM file in "
-                f"{str(dicom_path)!r}, e.g. {_first(file_names.take(pa.array(absent[:_EXAMPLES])).to_pylist())}: "
+                f"{str(dicom_path)!r}, e.g. {first_items(file_names.take(pa.array(absent[:_EXAMPLES])).to_pylist())}: "
                 "complete the download, or fix csv_name / dicom_dir"
             )
     paths = pc.binary_join_element_wise(str(dicom_path) + os.sep, file_names, "")
@@ -513,13 +400,13 @@ def load_rsna_ich(
             str,
             (
                 "rsna_ich",
-                _file_fingerprint(csv_path),
+                file_fingerprint(csv_path),
                 dicom_path,
                 label_names,
                 val_fraction,
                 test_fraction,
                 seed,
-                patient_map and _file_fingerprint(Path(patient_map).expanduser()),
+                patient_map and file_fingerprint(Path(patient_map).expanduser()),
                 limit,
             ),
         )
@@ -534,4 +421,6 @@ def load_rsna_ich(
     )
 
 
-__all__ = ["load_rsna_ich", "patient_split", "read_patient_map", "read_rsna_labels"]
+BUILDER = Builder(name="rsna_ich", load=load_rsna_ich, path_args=("root",))
+
+__all__ = ["BUILDER", "load_rsna_ich", "patient_split", "read_patient_map", "read_rsna_labels"]

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-import hfmed.data.rsna as rsna_module
+import hfmed.data.rsna_ich as rsna_module
 from hfmed import ScopeformerImageProcessor
 from hfmed.data import (
     BUILDERS,

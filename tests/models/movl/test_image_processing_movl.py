@@ -23,7 +23,7 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 from torchvision.transforms.v2 import functional as tvF
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 MODULE_PATH = ROOT / "hfmed" / "models" / "movl" / "image_processing_movl.py"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -389,7 +389,7 @@ def test_reload_gives_bit_identical_logits_for_any_label_count(tmp_path):
 
 def test_model_folder_imports_stay_hub_safe():
     # Files are copied flat to the Hub: only `from .configuration_lt_vit import ...`, never hfmed.
-    folder = Path(__file__).resolve().parents[2] / "hfmed" / "models" / "lt_vit"
+    folder = Path(__file__).resolve().parents[3] / "hfmed" / "models" / "lt_vit"
     for name in ("configuration_lt_vit.py", "modeling_lt_vit.py", "image_processing_lt_vit.py"):
         for node in ast.walk(ast.parse((folder / name).read_text())):
             if isinstance(node, ast.ImportFrom):

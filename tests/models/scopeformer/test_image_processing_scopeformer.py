@@ -24,7 +24,7 @@ from pydicom.data import get_testdata_file  # noqa: E402
 from torchvision.transforms.v2 import functional as tvF  # noqa: E402
 
 MODULE_PATH = (
-    Path(__file__).resolve().parents[1]
+    Path(__file__).resolve().parents[3]
     / "hfmed"
     / "models"
     / "scopeformer"

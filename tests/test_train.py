@@ -133,7 +133,7 @@ DDP_SCRIPT = textwrap.dedent(
 
     class Probe:
         def on_before_optimizer_step(self, state, model, batch, accelerator):
-            if state["step"] == 0:  # first optimizer step: after backward, before the update
+            if state.step == 0:  # first optimizer step: after backward, before the update
                 grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
                 self.grads = grads
                 self.pixels = batch["pixel_values"].detach().clone()

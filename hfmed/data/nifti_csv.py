@@ -37,10 +37,11 @@ import pandas as pd
 import pyarrow as pa
 from datasets import DatasetDict, Features, Nifti, Value
 
-from .rsna import (
-    _file_fingerprint,
-    _first,
+from .builder import Builder
+from .splits import (
     check_fractions,
+    file_fingerprint,
+    first_items,
     label_feature,
     labels_array,
     make_dataset_dict,
@@ -169,20 +170,20 @@ def load_nifti_csv(
     empty = (relative == "").to_numpy()
     if empty.any():
         raise ValueError(
-            f"{str(csv_path)!r}: column {path_column!r} is empty on data row(s) {_first(rows[empty])}"
+            f"{str(csv_path)!r}: column {path_column!r} is empty on data row(s) {first_items(rows[empty])}"
         )
     not_nifti = ~relative.str.lower().str.endswith(NIFTI_SUFFIXES).to_numpy()
     if not_nifti.any():
         raise ValueError(
             f"{str(csv_path)!r}: {int(not_nifti.sum())} path(s) are not NIfTI files (.nii / .nii.gz), e.g. "
-            f"{_first(relative[not_nifti])}"
+            f"{first_items(relative[not_nifti])}"
         )
     paths = pd.Series([os.path.abspath(os.path.join(root, p)) for p in relative])
     duplicated = paths.duplicated(keep=False).to_numpy()
     if duplicated.any():
         raise ValueError(
             f"{str(csv_path)!r} lists {int(paths[duplicated].nunique())} file(s) more than once, e.g. "
-            f"{_first(paths[duplicated].unique())}: keep one row per scan"
+            f"{first_items(paths[duplicated].unique())}: keep one row per scan"
         )
 
     # --- labels ---
@@ -226,7 +227,7 @@ def load_nifti_csv(
         blank = (subjects == "").to_numpy() & keep
         if blank.any():
             raise ValueError(
-                f"{str(csv_path)!r}: column {subject_column!r} is empty on data row(s) {_first(rows[blank])}"
+                f"{str(csv_path)!r}: column {subject_column!r} is empty on data row(s) {first_items(rows[blank])}"
             )
     else:
         subjects = paths
@@ -237,7 +238,7 @@ def load_nifti_csv(
         if absent:
             raise FileNotFoundError(
                 f"{len(absent)} of {len(paths)} files listed in {str(csv_path)!r} do not exist, e.g. "
-                f"{_first(absent)} (relative paths resolve against {str(root)!r}; set image_root)"
+                f"{first_items(absent)} (relative paths resolve against {str(root)!r}; set image_root)"
             )
 
     assignment = patient_split(subjects.tolist(), val_fraction, test_fraction, seed)
@@ -268,7 +269,7 @@ def load_nifti_csv(
             str,
             (
                 "nifti_csv",
-                _file_fingerprint(csv_path),
+                file_fingerprint(csv_path),
                 root,
                 target,
                 path_column,
@@ -293,4 +294,6 @@ def load_nifti_csv(
     )
 
 
-__all__ = ["ADNI_DIAGNOSIS_MAP", "FEATURES", "NIFTI_TARGETS", "load_nifti_csv"]
+BUILDER = Builder(name="nifti_csv", load=load_nifti_csv, path_args=("csv_path",))
+
+__all__ = ["BUILDER", "ADNI_DIAGNOSIS_MAP", "FEATURES", "NIFTI_TARGETS", "load_nifti_csv"]

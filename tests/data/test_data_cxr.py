@@ -162,7 +162,7 @@ def test_nih_errors(nih_copy):
 
 
 def test_parse_finding_labels_by_hand():
-    from hfmed.data.cxr import parse_finding_labels
+    from hfmed.data.nih_chestxray14 import parse_finding_labels
 
     matrix = parse_finding_labels(["No Finding", "Effusion|Atelectasis", "Hernia", " Mass | Nodule "],
                                   ["Atelectasis", "Effusion", "Mass", "Nodule"])  # fmt: skip

@@ -27,7 +27,7 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, 
 from PIL import Image  # noqa: E402
 
 MODULE_PATH = (
-    Path(__file__).resolve().parents[1] / "hfmed" / "models" / "slice_cnn" / "image_processing_slice_cnn.py"
+    Path(__file__).resolve().parents[3] / "hfmed" / "models" / "slice_cnn" / "image_processing_slice_cnn.py"
 )
 ANATOMICAL = os.path.join(os.path.dirname(nib.__file__), "tests", "data", "anatomical.nii")
 EXAMPLE_4D = os.path.join(os.path.dirname(nib.__file__), "tests", "data", "example4d.nii.gz")

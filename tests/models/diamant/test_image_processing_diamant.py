@@ -25,7 +25,7 @@ from pydicom.data import get_testdata_file  # noqa: E402
 from torchvision.transforms.v2 import functional as tvF  # noqa: E402
 
 MODULE_PATH = (
-    Path(__file__).resolve().parents[1] / "hfmed" / "models" / "diamant" / "image_processing_diamant.py"
+    Path(__file__).resolve().parents[3] / "hfmed" / "models" / "diamant" / "image_processing_diamant.py"
 )
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

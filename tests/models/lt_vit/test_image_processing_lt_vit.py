@@ -29,7 +29,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
 from torchvision.transforms.v2 import functional as tvF  # noqa: E402
 
 MODULE_PATH = (
-    Path(__file__).resolve().parents[1] / "hfmed" / "models" / "lt_vit" / "image_processing_lt_vit.py"
+    Path(__file__).resolve().parents[3] / "hfmed" / "models" / "lt_vit" / "image_processing_lt_vit.py"
 )
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -1,0 +1,334 @@
+"""The task layer: one object per prediction task, owning everything that differs between tasks.
+
+A task decides how a model's logits become scores, which validation metrics a run computes (and which of them
+may select the best checkpoint), what happens at the end of a run (decision thresholds, plots), what a model card
+says (metrics, tags, label sentence), how the volume pipeline reports a prediction, what `hfmed demo` prints,
+and the `compute_metrics` function for `transformers.Trainer`. The training loop, cards, CLI, pipelines and
+interpret code ask `task_for(config)` and never branch on the task themselves.
+
+    multi_label_classification   independent sigmoid per label (Scopeformer, LT-ViT): AUROC, log loss, accuracy
+    binary                       one sigmoid output (Slice-CNN AD vs CN): the above plus balanced accuracy
+    regression                   raw outputs (Slice-CNN brain age): MAE, RMSE, Pearson r
+
+Adding a task (segmentation, say) is one `Task` subclass here, put in `TASKS`, plus its metric module under
+`hfmed/metrics/`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .metrics import (
+    binary_metrics,
+    classification_metrics,
+    one_output,
+    regression_metrics,
+    sigmoid,
+    to_numpy,
+)
+
+
+class Task:
+    """The interface every task implements (see the module docstring)."""
+
+    name: str = ""
+    """The task's name (`make_compute_metrics(task=...)`)."""
+    report_name: str = ""
+    """The `task` field of a run's metrics.json, and of the volume pipeline's answer."""
+    card_words: str = ""
+    """The task in the card's intended-use sentence."""
+    card_tag: str = ""
+    """The task's Hub tag."""
+    card_metrics: tuple = ()
+    """(metrics key, Hub metric type, name) of the results a card reports."""
+    progress_keys: tuple = ()
+    """Metrics printed after each epoch besides the loss and the selection metric."""
+
+    def handles(self, config) -> bool:
+        """Whether a model config belongs to this task."""
+        raise NotImplementedError
+
+    def check_recipe(self, recipe) -> None:
+        """Reject recipe options that do not apply to this task (a `RecipeError` naming the fix)."""
+
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """Evaluation scores from logits: what the metrics and the end-of-run steps read."""
+        raise NotImplementedError
+
+    def metric_names(self, config, label_names: Sequence[str]) -> list[str]:
+        """The keys `metrics` returns for a model config: the choices for `evaluation.metric`, checked before
+        training."""
+        raise NotImplementedError
+
+    def metrics(self, config, scores: np.ndarray, labels: np.ndarray, label_names: Sequence[str]) -> dict:
+        """The validation metrics of one evaluation."""
+        raise NotImplementedError
+
+    def finish(self, scores, labels, label_names, evaluation, model_dir: Path, plots_dir: Path) -> dict:
+        """End-of-run work on the best epoch's validation scores (plots, thresholds); returns the entries it
+        adds to metrics.json."""
+        return {}
+
+    def labels_text(self, labels: Sequence[str]) -> str:
+        """The card's sentence about the outputs."""
+        raise NotImplementedError
+
+    def predictions(self, logits: torch.Tensor, label_names: Sequence[str]) -> list[dict]:
+        """One example's logits (1-D) as the volume pipeline's `predictions` entries."""
+        raise NotImplementedError
+
+    def prediction_lines(self, rows: list[dict]) -> list[str]:
+        """Pipeline answer rows (`predictions`, or the image pipeline's list) as printed lines."""
+        return [f"{row['label']:<18} {row['score']:.3f}" for row in rows]
+
+    def report_lines(self, report: dict) -> list[str]:
+        """What `hfmed demo` prints about a finished run (its metrics.json)."""
+        best = report["best"]
+        return [f"{key:<18} {best['metrics'][key]:.4f}" for key, *_ in self.card_metrics if key in best["metrics"]]
+
+    def compute_metrics(self, label_names, label_weights=None, thresholds=None) -> Callable[..., dict]:
+        """A `compute_metrics(eval_pred)` for `transformers.Trainer` (logits are the first prediction)."""
+        raise NotImplementedError
+
+
+def _first(values):
+    return values[0] if isinstance(values, (tuple, list)) else values
+
+
+class MultiLabelClassification(Task):
+    """Independent sigmoid probabilities per label; per-label decision thresholds chosen on validation."""
+
+    name = "multi_label_classification"
+    report_name = "classification"
+    card_words = "classification"
+    card_tag = "multi-label-classification"
+    card_metrics = (
+        ("mean_auroc", "roc_auc", "mean AUROC"),
+        ("weighted_log_loss", "log_loss", "weighted log loss"),
+        ("mean_log_loss", "log_loss", "mean log loss"),
+        ("mean_accuracy", "accuracy", "mean per-label accuracy at 0.5"),
+        ("balanced_accuracy", "balanced_accuracy", "balanced accuracy at 0.5"),
+    )
+    progress_keys = ("weighted_log_loss", "mean_log_loss", "mean_accuracy")
+
+    def handles(self, config) -> bool:
+        return getattr(config, "problem_type", None) in (None, "multi_label_classification")
+
+    def scores(self, logits):
+        return logits.float().sigmoid()
+
+    def metric_names(self, config, label_names):
+        names = [str(name) for name in label_names]
+        # `classification_metrics` names the log loss for what it computes: weighted only when weights differ.
+        log_loss = "weighted_log_loss" if np.ptp(self._label_weights(config, names)) > 0 else "mean_log_loss"
+        return [log_loss, "mean_auroc", *(f"auroc_{n}" for n in names), "mean_accuracy",
+                *(f"accuracy_{n}" for n in names)]
+
+    def metrics(self, config, scores, labels, label_names):
+        weights = self._label_weights(config, label_names)
+        return classification_metrics(scores, labels, label_names, label_weights=weights)
+
+    @staticmethod
+    def _label_weights(config, label_names) -> list[float]:
+        # A family without loss weights gets plain averaging, not the metric's RSNA default ("any" x2).
+        return list(getattr(config, "loss_label_weights", None) or [1.0] * len(label_names))
+
+    def finish(self, scores, labels, label_names, evaluation, model_dir, plots_dir):
+        from .checkpoint import write_text_atomic
+        from .plots import plot_roc
+        from .thresholds import choose_thresholds, operating_points
+
+        thresholds = choose_thresholds(
+            scores, labels, method=evaluation.threshold_method, target_sensitivity=evaluation.target_sensitivity
+        )
+        path = Path(model_dir) / "config.json"
+        config = json.loads(path.read_text())
+        config["label_thresholds"] = [float(t) for t in thresholds]
+        write_text_atomic(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+        plot_roc(scores, labels, label_names, Path(plots_dir) / "roc.png", thresholds=thresholds)
+        return {
+            "thresholds": {
+                "method": evaluation.threshold_method,
+                "operating_points": operating_points(scores, labels, thresholds, label_names),
+            }
+        }
+
+    def labels_text(self, labels):
+        return f"{', '.join(f'`{label}`' for label in labels)} (multi-label: one independent probability each)."
+
+    def predictions(self, logits, label_names):
+        scores = torch.sigmoid(logits.float()).tolist()
+        return [{"label": n, "score": float(p)} for n, p in zip(label_names, scores, strict=True)]
+
+    def report_lines(self, report):
+        lines = super().report_lines(report)
+        for label, point in ((report.get("thresholds") or {}).get("operating_points") or {}).items():
+            sens, spec = point.get("sensitivity"), point.get("specificity")
+            shown = "n/a" if sens is None or spec is None else f"sensitivity {sens:.2f}, specificity {spec:.2f}"
+            lines.append(f"{label:<18} threshold {point['threshold']:.3f}  {shown}")
+        return lines
+
+    def compute_metrics(self, label_names, label_weights=None, thresholds=None):
+        label_names = self._check_label_names(label_names)
+
+        def compute_metrics(eval_pred):
+            probabilities = sigmoid(to_numpy(_first(eval_pred.predictions)))
+            return classification_metrics(
+                probabilities, _first(eval_pred.label_ids), label_names, label_weights, thresholds
+            )
+
+        return compute_metrics
+
+    def _check_label_names(self, label_names):
+        return [str(name) for name in label_names]
+
+
+class BinaryClassification(MultiLabelClassification):
+    """One sigmoid output (e.g. AD = 1 vs CN = 0): the multi-label metrics plus accuracy, balanced accuracy
+    and AUROC of the single label. Its card reads as the multi-label one (the config's `problem_type` is
+    "multi_label_classification": independent sigmoid outputs)."""
+
+    name = "binary"
+
+    def handles(self, config) -> bool:
+        return super().handles(config) and getattr(config, "num_labels", None) == 1
+
+    def metric_names(self, config, label_names):
+        return [*super().metric_names(config, label_names), "accuracy", "balanced_accuracy", "auroc"]
+
+    def metrics(self, config, scores, labels, label_names):
+        metrics = super().metrics(config, scores, labels, label_names)
+        metrics.update(binary_metrics(scores[:, 0], labels[:, 0]))
+        return metrics
+
+    def compute_metrics(self, label_names, label_weights=None, thresholds=None):
+        label_names = self._check_label_names(label_names)
+        threshold = 0.5
+        if thresholds is not None:
+            values = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+            if values.shape[0] != 1:
+                raise ValueError(f"task 'binary' takes one threshold, got {thresholds!r}")
+            threshold = float(values[0])
+
+        def compute_metrics(eval_pred):
+            probabilities = one_output(sigmoid(to_numpy(_first(eval_pred.predictions))), "logits")[:, None]
+            label_ids = one_output(_first(eval_pred.label_ids), "labels")[:, None]
+            results = classification_metrics(probabilities, label_ids, label_names, label_weights, thresholds)
+            results.update(binary_metrics(probabilities, label_ids, threshold))
+            return results
+
+        return compute_metrics
+
+    def _check_label_names(self, label_names):
+        return _one_label(self.name, label_names)
+
+
+class Regression(Task):
+    """One raw output per example (e.g. brain age in years), MSE loss; no thresholds."""
+
+    name = "regression"
+    report_name = "regression"
+    card_words = "regression"
+    card_tag = "regression"
+    card_metrics = (
+        ("mae", "mae", "mean absolute error"),
+        ("rmse", "rmse", "root mean squared error"),
+        ("pearson_r", "pearsonr", "Pearson r"),
+    )
+    progress_keys = ("mae", "pearson_r")
+
+    def handles(self, config) -> bool:
+        return getattr(config, "problem_type", None) == "regression"
+
+    def check_recipe(self, recipe) -> None:
+        from .recipe import RecipeError
+
+        if recipe.training.pos_weight is not None:
+            raise RecipeError("training.pos_weight applies to classification; remove it for a regression model")
+        if recipe.data.balanced_sampler:
+            raise RecipeError(
+                "data.balanced_sampler evens out labels of a classifier; set it to false for regression"
+            )
+
+    def scores(self, logits):
+        return logits.float()
+
+    def metric_names(self, config, label_names):
+        return ["mae", "rmse", "pearson_r"]
+
+    def metrics(self, config, scores, labels, label_names):
+        if len(label_names) != 1:
+            raise ValueError(f"regression evaluation expects one target, the model has {len(label_names)}")
+        return regression_metrics(scores[:, 0], labels[:, 0])
+
+    def finish(self, scores, labels, label_names, evaluation, model_dir, plots_dir):
+        from .plots import plot_regression
+
+        plot_regression(scores[:, 0], labels[:, 0], Path(plots_dir) / "predictions.png", label_names[0])
+        return {}
+
+    def labels_text(self, labels):
+        return f"{', '.join(f'`{label}`' for label in labels)} (regression: the model outputs the value)."
+
+    def predictions(self, logits, label_names):
+        return [{"label": n, "value": float(v)} for n, v in zip(label_names, logits.float().tolist(), strict=True)]
+
+    def prediction_lines(self, rows):
+        return [f"{row['label']:<18} {row['value']:.3f}" for row in rows]
+
+    def compute_metrics(self, label_names, label_weights=None, thresholds=None):
+        _one_label(self.name, label_names)
+        if label_weights is not None or thresholds is not None:
+            raise ValueError("label_weights and thresholds are for classification; task 'regression' takes neither")
+
+        def compute_metrics(eval_pred):
+            return regression_metrics(_first(eval_pred.predictions), _first(eval_pred.label_ids))
+
+        return compute_metrics
+
+
+def _one_label(task: str, label_names) -> list[str]:
+    names = [str(name) for name in label_names]
+    if len(names) != 1:
+        raise ValueError(f"task {task!r} has one output, but label_names has {len(names)}: {names}")
+    return names
+
+
+TASKS: dict[str, Task] = {
+    task.name: task for task in (Regression(), BinaryClassification(), MultiLabelClassification())
+}
+"""Every task by name, most specific first: `task_for` takes the first that handles a config."""
+
+
+def get_task(name: str) -> Task:
+    """The task called `name` (a key of `TASKS`)."""
+    if name not in TASKS:
+        raise ValueError(f"task must be one of {list(TASKS)}, got {name!r}")
+    return TASKS[name]
+
+
+def task_for(config) -> Task:
+    """The task of a model config (its `problem_type` and number of labels)."""
+    config = getattr(config, "config", config)
+    for task in TASKS.values():
+        if task.handles(config):
+            return task
+    raise ValueError(
+        f"no hfmed task handles problem_type {getattr(config, 'problem_type', None)!r}; known tasks: {list(TASKS)}"
+    )
+
+
+__all__ = [
+    "BinaryClassification",
+    "MultiLabelClassification",
+    "Regression",
+    "TASKS",
+    "Task",
+    "get_task",
+    "task_for",
+]
