@@ -32,7 +32,7 @@ def card_data(config, metrics: dict | None, recipe: dict | None, repo_id: str, l
     task = task_for(config)
     eval_results = [
         EvalResult(
-            task_type=family.pipeline_tag or config.problem_type,
+            task_type=family.pipeline_tag or task.config_problem_type,
             dataset_type=dataset_name,
             dataset_name=dataset_name,
             dataset_split="validation",
@@ -120,23 +120,15 @@ trainer.train()
 '''
 
 
-def _results_table(metrics: dict | None) -> str:
+def _results_table(metrics: dict | None, task) -> str:
     results = _results(metrics)
     if not results:
         return "No evaluation results were recorded for this checkpoint."
     rows = ["| metric | value |", "| --- | --- |"]
     rows += [f"| {k} | {v:.4f} |" for k, v in sorted(results.items()) if isinstance(v, (int, float))]
     best = metrics["best"]
-    points = ((metrics.get("thresholds") or {}).get("operating_points")) or {}
     text = f"Validation split, best epoch {best.get('epoch')} (step {best.get('step')}).\n\n" + "\n".join(rows)
-    if points:
-        text += "\n\nDecision thresholds chosen on validation (" + metrics["thresholds"]["method"] + "):\n\n"
-        text += "| label | threshold | sensitivity | specificity |\n| --- | --- | --- | --- |\n"
-        for label, p in points.items():
-            sens = "n/a" if p.get("sensitivity") is None else f"{p['sensitivity']:.3f}"
-            spec = "n/a" if p.get("specificity") is None else f"{p['specificity']:.3f}"
-            text += f"| {label} | {p['threshold']:.4f} | {sens} | {spec} |\n"
-    return text
+    return text + task.card_results_extra(metrics)
 
 
 def build_model_card(config, processor, repo_id: str, metrics: dict | None = None, recipe: dict | None = None,
@@ -155,7 +147,6 @@ def build_model_card(config, processor, repo_id: str, metrics: dict | None = Non
         sort_keys=False,
     ).strip()
     contract_rows = "\n".join(f"| {k} | {json.dumps(v)} |" for k, v in contract.items())
-    thresholds = getattr(config, "label_thresholds", None)
     body = f"""
 # {repo_id.split("/")[-1]}
 
@@ -183,7 +174,7 @@ Out of scope: diagnosis, triage, screening, or any use on patients.
 ## Labels
 
 {task.labels_text(labels)}
-{"Per-label decision thresholds (chosen on validation): `" + json.dumps(thresholds) + "`." if thresholds else ""}
+{task.card_labels_extra(config)}
 
 ## Training recipe
 
@@ -193,7 +184,7 @@ Out of scope: diagnosis, triage, screening, or any use on patients.
 
 ## Results
 
-{_results_table(metrics)}
+{_results_table(metrics, task)}
 
 ## Usage
 

@@ -1,7 +1,7 @@
 """Checks that a model's label attention looks where each finding is.
 
 For models that return `label_attentions` (batch, labels, grid_h, grid_w) when called with
-`output_label_attentions=True` (label-token models), `attention_peak_hits` counts, per label, the positive validation
+`output_label_attentions=True` (models with one token per label), `attention_peak_hits` counts, per label, the positive validation
 images whose attention peak falls inside that label's known region (the synthetic twins draw each finding
 in a fixed box).
 """

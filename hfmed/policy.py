@@ -7,7 +7,7 @@ parameter below it (`"backbones"` covers `"backbones.0.conv1.weight"`):
 
     no_weight_decay()       names that take no weight decay (biases and other 0-/1-D parameters never do)
     learning_rate_groups()  {group: names}: groups a recipe may give their own learning rate, by group name
-                            (`training.module_learning_rates: {label_tokens: 1.0e-3}`)
+                            (`training.module_learning_rates: {<group>: 1.0e-3}`)
     frozen_parameters()     names that never train: requires_grad is switched off and the optimizer never
                             holds them
 

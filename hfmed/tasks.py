@@ -6,9 +6,10 @@ says (metrics, tags, label sentence), how the volume pipeline reports a predicti
 and the `compute_metrics` function for `transformers.Trainer`. The training loop, cards, CLI, pipelines and
 interpret code ask `task_for(config)` and never branch on the task themselves.
 
-    multi_label_classification   independent sigmoid per label (Scopeformer, LT-ViT): AUROC, log loss, accuracy
-    binary                       one sigmoid output (Slice-CNN AD vs CN): the above plus balanced accuracy
-    regression                   raw outputs (Slice-CNN brain age): MAE, RMSE, Pearson r
+    multi_label_classification   independent sigmoid per label (hemorrhage subtypes, chest findings): AUROC,
+                                 log loss, accuracy
+    binary                       one sigmoid output (AD vs CN): the above plus balanced accuracy
+    regression                   raw outputs (brain age): MAE, RMSE, Pearson r
 
 Adding a task (segmentation, say) is one `Task` subclass here, put in `TASKS`, plus its metric module under
 `hfmed/metrics/`.
@@ -40,6 +41,8 @@ class Task:
     """The task's name (`make_compute_metrics(task=...)`)."""
     report_name: str = ""
     """The `task` field of a run's metrics.json, and of the volume pipeline's answer."""
+    config_problem_type: str = ""
+    """The transformers `problem_type` of the task's models (a card's task type where no Hub pipeline fits)."""
     card_words: str = ""
     """The task in the card's intended-use sentence."""
     card_tag: str = ""
@@ -78,6 +81,14 @@ class Task:
         """The card's sentence about the outputs."""
         raise NotImplementedError
 
+    def card_labels_extra(self, config) -> str:
+        """A line after the card's label sentence (e.g. the decision thresholds in the config)."""
+        return ""
+
+    def card_results_extra(self, report: dict) -> str:
+        """Text after the card's results table, from the run's metrics.json."""
+        return ""
+
     def predictions(self, logits: torch.Tensor, label_names: Sequence[str]) -> list[dict]:
         """One example's logits (1-D) as the volume pipeline's `predictions` entries."""
         raise NotImplementedError
@@ -105,6 +116,7 @@ class MultiLabelClassification(Task):
 
     name = "multi_label_classification"
     report_name = "classification"
+    config_problem_type = "multi_label_classification"
     card_words = "classification"
     card_tag = "multi-label-classification"
     card_metrics = (
@@ -117,7 +129,7 @@ class MultiLabelClassification(Task):
     progress_keys = ("weighted_log_loss", "mean_log_loss", "mean_accuracy")
 
     def handles(self, config) -> bool:
-        return getattr(config, "problem_type", None) in (None, "multi_label_classification")
+        return getattr(config, "problem_type", None) in (None, self.config_problem_type)
 
     def scores(self, logits):
         return logits.float().sigmoid()
@@ -160,6 +172,24 @@ class MultiLabelClassification(Task):
 
     def labels_text(self, labels):
         return f"{', '.join(f'`{label}`' for label in labels)} (multi-label: one independent probability each)."
+
+    def card_labels_extra(self, config):
+        thresholds = getattr(config, "label_thresholds", None)
+        if not thresholds:
+            return ""
+        return "Per-label decision thresholds (chosen on validation): `" + json.dumps(thresholds) + "`."
+
+    def card_results_extra(self, report):
+        points = ((report.get("thresholds") or {}).get("operating_points")) or {}
+        if not points:
+            return ""
+        text = "\n\nDecision thresholds chosen on validation (" + report["thresholds"]["method"] + "):\n\n"
+        text += "| label | threshold | sensitivity | specificity |\n| --- | --- | --- | --- |\n"
+        for label, p in points.items():
+            sens = "n/a" if p.get("sensitivity") is None else f"{p['sensitivity']:.3f}"
+            spec = "n/a" if p.get("specificity") is None else f"{p['specificity']:.3f}"
+            text += f"| {label} | {p['threshold']:.4f} | {sens} | {spec} |\n"
+        return text
 
     def predictions(self, logits, label_names):
         scores = torch.sigmoid(logits.float()).tolist()
@@ -233,6 +263,7 @@ class Regression(Task):
 
     name = "regression"
     report_name = "regression"
+    config_problem_type = "regression"
     card_words = "regression"
     card_tag = "regression"
     card_metrics = (
@@ -243,7 +274,7 @@ class Regression(Task):
     progress_keys = ("mae", "pearson_r")
 
     def handles(self, config) -> bool:
-        return getattr(config, "problem_type", None) == "regression"
+        return getattr(config, "problem_type", None) == self.config_problem_type
 
     def check_recipe(self, recipe) -> None:
         from .recipe import RecipeError

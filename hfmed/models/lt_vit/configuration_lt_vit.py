@@ -40,6 +40,25 @@ def _default_nih_id2label():
     return dict(enumerate(NIH_LABELS))
 
 
+# Copied from hfmed.models.scopeformer.configuration_scopeformer._check_label_lists
+def _check_label_lists(config) -> None:
+    """`loss_pos_weight` and `label_thresholds`: one positive weight, one probability per label."""
+    if config.loss_pos_weight is not None and (
+        len(config.loss_pos_weight) != config.num_labels or any(w <= 0 for w in config.loss_pos_weight)
+    ):
+        raise ValueError(
+            f"loss_pos_weight must hold one positive weight per label ({config.num_labels}), "
+            f"got {config.loss_pos_weight}"
+        )
+    if config.label_thresholds is not None and (
+        len(config.label_thresholds) != config.num_labels or any(not 0 <= t <= 1 for t in config.label_thresholds)
+    ):
+        raise ValueError(
+            f"label_thresholds must hold one probability in [0, 1] per label ({config.num_labels}), "
+            f"got {config.label_thresholds}"
+        )
+
+
 class LTViTConfig(PreTrainedConfig):
     r"""
     Configuration of an LT-ViT: a standard ViT image pathway plus one learned token per label that joins
@@ -175,22 +194,7 @@ class LTViTConfig(PreTrainedConfig):
                 f"loss_label_weights must hold one weight >= 0 per label ({self.num_labels}) with a positive "
                 f"sum, got {self.loss_label_weights}"
             )
-        # Copied from hfmed.models.scopeformer.configuration_scopeformer.ScopeformerConfig._validate
-        if self.loss_pos_weight is not None and (
-            len(self.loss_pos_weight) != self.num_labels or any(w <= 0 for w in self.loss_pos_weight)
-        ):
-            raise ValueError(
-                f"loss_pos_weight must hold one positive weight per label ({self.num_labels}), "
-                f"got {self.loss_pos_weight}"
-            )
-        if self.label_thresholds is not None and (
-            len(self.label_thresholds) != self.num_labels
-            or any(not 0 <= t <= 1 for t in self.label_thresholds)
-        ):
-            raise ValueError(
-                f"label_thresholds must hold one probability in [0, 1] per label ({self.num_labels}), "
-                f"got {self.label_thresholds}"
-            )
+        _check_label_lists(self)
 
     @property
     def grid_size(self) -> int:

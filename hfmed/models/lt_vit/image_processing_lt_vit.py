@@ -50,8 +50,11 @@ DEFAULT_MODALITIES = ["CR", "DX", "DR"]
 NUM_CHANNELS = 3
 
 # The DICOM Part 10 file format puts "DICM" after a 128-byte preamble.
+# Copied from hfmed.models.scopeformer.image_processing_scopeformer._DICOM_MAGIC
 _DICOM_MAGIC = b"DICM"
+# Copied from hfmed.models.scopeformer.image_processing_scopeformer._DICOM_MAGIC_OFFSET
 _DICOM_MAGIC_OFFSET = 128
+# Copied from hfmed.models.scopeformer.image_processing_scopeformer._PIXEL_DATA_KEYWORDS
 _PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _GREY_PIL_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _ARRAY_HINT = "pass a 2-D grey image or an (H, W, 3) uint8 RGB image"
@@ -60,6 +63,7 @@ _ARRAY_HINT = "pass a 2-D grey image or an (H, W, 3) uint8 RGB image"
 _RAMP = np.array([[0, 0, 1], [0, 1, 1], [0, 1, 0], [1, 1, 0], [1, 0, 0]], dtype=np.float32)
 
 
+# Copied from hfmed.models.scopeformer.image_processing_scopeformer._one_line
 def _one_line(text: Any) -> str:
     # Third-party messages can span lines; ours promise one line (logs, Gradio toasts).
     return " ".join(str(text).split())
@@ -67,7 +71,7 @@ def _one_line(text: Any) -> str:
 
 # Copied from hfmed.models.scopeformer.image_processing_scopeformer._check_names
 def _check_names(value: Any, field: str, example: list[str]) -> list[str]:
-    # A bare string is a Sequence of characters; reject it rather than treat "DX" as ["D", "X"].
+    # A bare string is a Sequence of characters; reject it rather than treat "CT" as ["C", "T"].
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) == 0:
         raise ValueError(
             f"{field} must be a non-empty list of strings, got {value!r}: e.g. {field}={example}"
@@ -95,6 +99,7 @@ def _check_mean_std(image_mean: Any, image_std: Any) -> None:
             )
 
 
+# Copied from hfmed.models.scopeformer.image_processing_scopeformer._check_size with a slice with pixels->an image with pixels
 def _check_size(height: int, width: int, max_image_pixels: int | None, name: str) -> None:
     if height == 0 or width == 0:
         raise ValueError(f"{name} is empty ({height}x{width} pixels): pass an image with pixels")
@@ -105,16 +110,22 @@ def _check_size(height: int, width: int, max_image_pixels: int | None, name: str
         )
 
 
+# How to clean NaN / inf out of an array, for the error message.
+_NAN_HINT = "np.nan_to_num(image, nan=0.0)"
+
+
+# Copied from hfmed.models.scopeformer.image_processing_scopeformer._check_finite
 def _check_finite(values: np.ndarray, name: str) -> None:
     if np.issubdtype(values.dtype, np.floating):
         bad = int(values.size - np.count_nonzero(np.isfinite(values)))
         if bad:
             raise ValueError(
                 f"{name} contains {bad} NaN/inf value(s): fix the source, or replace them first "
-                "(e.g. np.nan_to_num(image, nan=0.0))"
+                f"(e.g. {_NAN_HINT})"
             )
 
 
+# Copied from hfmed.models.scopeformer.image_processing_scopeformer._check_real_dtype with pass HU as an int or float array->pass an int or float image
 def _check_real_dtype(array: np.ndarray, name: str) -> None:
     dtype = array.dtype
     if dtype == np.bool_ or not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
@@ -137,6 +148,7 @@ def _grey_to_unit(array: np.ndarray) -> np.ndarray:
     return min_max(array)
 
 
+# Copied from hfmed.models.scopeformer.image_processing_scopeformer._tag_value
 def _tag_value(dataset: Any, keyword: str) -> Any:
     element = dataset.get(keyword)
     value = getattr(element, "value", element)
@@ -263,16 +275,19 @@ def radiograph_to_unit(
     return unit
 
 
+# Copied from hfmed.models.scopeformer.image_processing_scopeformer._is_pydicom_dataset
 def _is_pydicom_dataset(obj: Any) -> bool:
     # A Dataset can only exist once pydicom is imported, so this never imports it.
     pydicom = sys.modules.get("pydicom")
     return pydicom is not None and isinstance(obj, pydicom.Dataset)
 
 
+# Copied from hfmed.models.scopeformer.image_processing_scopeformer._has_dicom_magic
 def _has_dicom_magic(head: bytes) -> bool:
     return head[_DICOM_MAGIC_OFFSET : _DICOM_MAGIC_OFFSET + 4] == _DICOM_MAGIC
 
 
+# Copied from hfmed.models.scopeformer.image_processing_scopeformer._read_dicom
 def _read_dicom(source: Any, name: str, force: bool) -> Any:
     import pydicom  # lazy: the module must import without pydicom installed
     from pydicom.datadict import dictionary_has_tag
@@ -296,6 +311,7 @@ def _read_dicom(source: Any, name: str, force: bool) -> Any:
     return dataset
 
 
+# Copied from hfmed.models.scopeformer.image_processing_scopeformer._not_readable with DICOM slice->DICOM radiograph, 2-D numpy array of HU->2-D numpy array
 def _not_readable(name: str) -> ValueError:
     return ValueError(
         f"{name} is not a DICOM file (no 'DICM' marker) nor an image PIL can read: pass a DICOM radiograph, "

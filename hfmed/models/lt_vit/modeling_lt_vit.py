@@ -243,8 +243,7 @@ class LTViTPreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
             init.trunc_normal_(module.label_tokens, mean=0.0, std=self.config.label_token_init_std)
 
-    # Copied from hfmed.models.scopeformer.modeling_scopeformer.ScopeformerPreTrainedModel._check_pixel_values
-    # (with LT-ViT's wording)
+    # Copied from hfmed.models.scopeformer.modeling_scopeformer.ScopeformerPreTrainedModel._check_pixel_values with ScopeformerImageProcessor->LTViTImageProcessor, (one per Hounsfield window)->(grey radiographs are replicated)
     def _check_pixel_values(self, pixel_values: torch.Tensor):
         config = self.config
         if pixel_values.ndim != 4:

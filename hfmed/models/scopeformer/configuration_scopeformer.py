@@ -28,6 +28,24 @@ def _default_rsna_id2label():
     return dict(enumerate(RSNA_LABELS))
 
 
+def _check_label_lists(config) -> None:
+    """`loss_pos_weight` and `label_thresholds`: one positive weight, one probability per label."""
+    if config.loss_pos_weight is not None and (
+        len(config.loss_pos_weight) != config.num_labels or any(w <= 0 for w in config.loss_pos_weight)
+    ):
+        raise ValueError(
+            f"loss_pos_weight must hold one positive weight per label ({config.num_labels}), "
+            f"got {config.loss_pos_weight}"
+        )
+    if config.label_thresholds is not None and (
+        len(config.label_thresholds) != config.num_labels or any(not 0 <= t <= 1 for t in config.label_thresholds)
+    ):
+        raise ValueError(
+            f"label_thresholds must hold one probability in [0, 1] per label ({config.num_labels}), "
+            f"got {config.label_thresholds}"
+        )
+
+
 class ScopeformerConfig(PreTrainedConfig):
     r"""
     Configuration of a Scopeformer: several timm CNNs -> feature projection -> ViT encoder -> multi-label head.
@@ -179,20 +197,7 @@ class ScopeformerConfig(PreTrainedConfig):
             )
         if any(w < 0 for w in self.loss_label_weights) or sum(self.loss_label_weights) <= 0:
             raise ValueError(f"loss_label_weights must be >= 0 with a positive sum, got {self.loss_label_weights}")
-        if self.loss_pos_weight is not None and (
-            len(self.loss_pos_weight) != self.num_labels or any(w <= 0 for w in self.loss_pos_weight)
-        ):
-            raise ValueError(
-                f"loss_pos_weight must hold one positive weight per label ({self.num_labels}), "
-                f"got {self.loss_pos_weight}"
-            )
-        if self.label_thresholds is not None and (
-            len(self.label_thresholds) != self.num_labels or any(not 0 <= t <= 1 for t in self.label_thresholds)
-        ):
-            raise ValueError(
-                f"label_thresholds must hold one probability in [0, 1] per label ({self.num_labels}), "
-                f"got {self.label_thresholds}"
-            )
+        _check_label_lists(self)
 
     @property
     def num_tokens(self) -> int:

@@ -125,13 +125,17 @@ def _check_size(height: int, width: int, max_image_pixels: int | None, name: str
         )
 
 
+# How to clean NaN / inf out of an array, for the error message.
+_NAN_HINT = "np.nan_to_num(hu, nan=-1024.0, posinf=3071.0, neginf=-1024.0)"
+
+
 def _check_finite(values: np.ndarray, name: str) -> None:
     if np.issubdtype(values.dtype, np.floating):
         bad = int(values.size - np.count_nonzero(np.isfinite(values)))
         if bad:
             raise ValueError(
                 f"{name} contains {bad} NaN/inf value(s): fix the source, or replace them first "
-                "(e.g. np.nan_to_num(hu, nan=-1024.0, posinf=3071.0, neginf=-1024.0))"
+                f"(e.g. {_NAN_HINT})"
             )
 
 

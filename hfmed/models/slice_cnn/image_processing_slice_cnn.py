@@ -110,6 +110,7 @@ _MAX_VOX_OFFSET = 64 << 20
 _READ_CHUNK = 16 << 20
 
 
+# Copied from hfmed.models.scopeformer.image_processing_scopeformer._one_line
 def _one_line(text: Any) -> str:
     # Third-party messages can span lines; ours promise one line (logs, Gradio toasts).
     return " ".join(str(text).split())
