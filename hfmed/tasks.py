@@ -53,8 +53,8 @@ class Task:
     """Metrics printed after each epoch besides the loss and the selection metric."""
 
     def handles(self, config) -> bool:
-        """Whether a model config belongs to this task."""
-        raise NotImplementedError
+        """Whether a model config belongs to this task (by default: its `problem_type` is the task's)."""
+        return getattr(config, "problem_type", None) == self.config_problem_type
 
     def check_recipe(self, recipe) -> None:
         """Reject recipe options that do not apply to this task (a `RecipeError` naming the fix)."""
@@ -127,9 +127,6 @@ class MultiLabelClassification(Task):
         ("balanced_accuracy", "balanced_accuracy", "balanced accuracy at 0.5"),
     )
     progress_keys = ("weighted_log_loss", "mean_log_loss", "mean_accuracy")
-
-    def handles(self, config) -> bool:
-        return getattr(config, "problem_type", None) in (None, self.config_problem_type)
 
     def scores(self, logits):
         return logits.float().sigmoid()
@@ -272,9 +269,6 @@ class Regression(Task):
         ("pearson_r", "pearsonr", "Pearson r"),
     )
     progress_keys = ("mae", "pearson_r")
-
-    def handles(self, config) -> bool:
-        return getattr(config, "problem_type", None) == self.config_problem_type
 
     def check_recipe(self, recipe) -> None:
         from .recipe import RecipeError
