@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def family_problems(family) -> list[str]:
-    """What a family lacks (empty when complete)."""
+    """What a family lacks (empty when complete). The parts a family may declare `pending` are named
+    "demo recipe", "Space" and "card facts" at the start of their problem."""
     problems = []
     tiny = [name for name in family.presets if name.endswith("-tiny")]
     if not tiny:
@@ -34,15 +35,15 @@ def family_problems(family) -> list[str]:
         if not (tests / module).is_file():
             problems.append(f"no family test module tests/models/{family.name}/{module}")
     if not family.demo_recipe or not family.demo_recipe_path.is_file():
-        problems.append(f"no demo recipe (Family.demo_recipe = {family.demo_recipe!r})")
+        problems.append(f"demo recipe missing (Family.demo_recipe = {family.demo_recipe!r})")
     elif load_recipe(family.demo_recipe_path, check_paths=False).model.family != family.name:
         problems.append(f"the demo recipe {family.demo_recipe} trains another family")
     for name in ("app.py", "README.md", "requirements.txt"):
         if not (family.space_dir / name).is_file():
-            problems.append(f"no Space file spaces/{family.name}/{name}")
+            problems.append(f"Space file spaces/{family.name}/{name} missing")
     card = family.card
     if not isinstance(card, FamilyCard) or not card.papers or not card.tags or not card.example_input:
-        problems.append("no card facts (Family.card with papers, tags and an example input)")
+        problems.append("card facts missing (Family.card with papers, tags and an example input)")
     for auto_name in family.auto_map_classes():
         if not auto_name.startswith("Auto") or not hasattr(transformers, auto_name):
             problems.append(f"{auto_name!r} is not a transformers Auto class")
@@ -53,7 +54,13 @@ def family_problems(family) -> list[str]:
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_every_registered_family_is_complete(name):
-    assert family_problems(FAMILIES[name]) == []
+    # A family whose open issue still adds some parts declares them `pending`; those, and only those, may be
+    # missing, and a pending part that exists fails too (the declaration must not go stale).
+    family = FAMILIES[name]
+    problems = family_problems(family)
+    assert [p for p in problems if not p.startswith(family.pending)] == []
+    for part in family.pending:
+        assert any(p.startswith(part) for p in problems), f"{name}: {part!r} exists now: drop it from pending"
 
 
 def test_a_half_registered_family_is_reported():
@@ -68,7 +75,7 @@ def test_a_half_registered_family_is_reported():
         head="AutoModelForFooPrediction",
     )
     problems = "\n".join(family_problems(half))
-    for missing in ("tiny preset", "tests/models/foo/test_modeling_foo.py", "demo recipe", "spaces/foo/app.py",
+    for missing in ("tiny preset", "tests/models/foo/test_modeling_foo.py", "demo recipe missing", "spaces/foo/app.py",
                     "card facts", "'AutoModelForFooPrediction' is not a transformers Auto class"):
         assert missing in problems
 

@@ -114,3 +114,23 @@ def test_the_default_policy_changes_nothing():
     outputs = type("Out", (), {"loss": torch.tensor(1.5)})()
     assert policy.loss(model, {}, outputs) is outputs.loss
     assert policy.frozen(model) == () and policy.learning_rate_groups(model) == {}
+
+
+def test_a_staged_strategy_trains_through_the_extension_point():
+    # MoVL declares its stages; its family's policy applies them at every epoch, with no MoVL branch in the loop.
+    from hfmed import MoVLForImageClassification, movl_config
+
+    family = FAMILIES["movl"]
+    config = movl_config("movl-tiny", strategy="lp_then_vp", lp_warmup_epochs=1, id2label={0: "a", 1: "b"})
+    model = MoVLForImageClassification(config)
+    policy = family.training_policy
+    policy.apply(model)
+    groups = model.parameter_groups()
+    in_optimizer = set(by_name(parameter_groups(model, TrainingSection(), policy)))
+    assert in_optimizer == {*groups["prompt"], *groups["head"]} and groups["backbone"]
+    trainable = {}
+    for epoch in (0, 1, 2):
+        policy.on_epoch_start(model, epoch)
+        trainable[epoch] = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable[0] == set(groups["head"])  # linear probe first
+    assert trainable[1] == trainable[2] == set(groups["prompt"])  # then the visual prompt alone

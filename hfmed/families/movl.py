@@ -10,6 +10,21 @@ from ..models.movl import (
     MoVLModel,
     movl_config,
 )
+from ..policy import TrainingPolicy
+
+
+class MoVLTrainingPolicy(TrainingPolicy):
+    """The strategy's stages, which the model declares, decide what trains when: the optimizer holds every
+    parameter some stage trains (`optimizer_parameter_names`), the rest (the frozen backbone) is frozen, and
+    each epoch starts by applying its stage (`set_training_stage`: `requires_grad`, discrepancy term)."""
+
+    def frozen(self, model) -> tuple[str, ...]:
+        trains = set(model.optimizer_parameter_names())
+        return tuple(name for name, _ in model.named_parameters() if name not in trains)
+
+    def on_epoch_start(self, model, epoch: int) -> None:
+        model.set_training_stage(epoch)
+
 
 # The processor normalises with the backbone's own mean / std (ImageNet for timm ResNets, CLIP's for CLIP),
 # which the config holds.
@@ -27,8 +42,9 @@ FAMILY = Family(
         "image_mean": list(config.image_mean),
         "image_std": list(config.image_std),
     },
+    training_policy=MoVLTrainingPolicy(),
     # Issue 12 (training, data, Hub, Space) adds these.
     pending=("demo recipe", "Space", "card facts"),
 )
 
-__all__ = ["FAMILY"]
+__all__ = ["FAMILY", "MoVLTrainingPolicy"]

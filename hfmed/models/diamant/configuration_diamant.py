@@ -22,10 +22,12 @@ from transformers.activations import ACT2FN
 SKIP_CONNECTIONS = ("image", "attention", "both")
 
 
+# Copied from hfmed.models.slice_cnn.configuration_slice_cnn._is_int
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+# Copied from hfmed.models.slice_cnn.configuration_slice_cnn._is_number
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 

@@ -53,11 +53,17 @@ from transformers.processing_utils import ImagesKwargs, Unpack
 # Names the copied LT-ViT helpers use. DEFAULT_MODALITIES is only the fallback of their signatures: DIAMANT
 # always passes the modality list explicitly (see `dicom_to_unit`).
 DEFAULT_MODALITIES = ["OT"]
+# Copied from hfmed.models.lt_vit.image_processing_lt_vit.NUM_CHANNELS
 NUM_CHANNELS = 3
+# Copied from hfmed.models.lt_vit.image_processing_lt_vit._DICOM_MAGIC
 _DICOM_MAGIC = b"DICM"
+# Copied from hfmed.models.lt_vit.image_processing_lt_vit._DICOM_MAGIC_OFFSET
 _DICOM_MAGIC_OFFSET = 128
+# Copied from hfmed.models.lt_vit.image_processing_lt_vit._PIXEL_DATA_KEYWORDS
 _PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+# Copied from hfmed.models.lt_vit.image_processing_lt_vit._GREY_PIL_MODES
 _GREY_PIL_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+# Copied from hfmed.models.lt_vit.image_processing_lt_vit._ARRAY_HINT
 _ARRAY_HINT = "pass a 2-D grey image or an (H, W, 3) uint8 RGB image"
 _MASK_PIL_MODES = ("1", "L", "P", "F", "LA", "RGB", "RGBA", *_GREY_PIL_MODES)
 
@@ -70,7 +76,7 @@ def _one_line(text: Any) -> str:
 
 # Copied from hfmed.models.lt_vit.image_processing_lt_vit._check_names
 def _check_names(value: Any, field: str, example: list[str]) -> list[str]:
-    # A bare string is a Sequence of characters; reject it rather than treat "DX" as ["D", "X"].
+    # A bare string is a Sequence of characters; reject it rather than treat "CT" as ["C", "T"].
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) == 0:
         raise ValueError(
             f"{field} must be a non-empty list of strings, got {value!r}: e.g. {field}={example}"
@@ -100,6 +106,10 @@ def _check_size(height: int, width: int, max_image_pixels: int | None, name: str
         )
 
 
+# Copied from hfmed.models.lt_vit.image_processing_lt_vit._NAN_HINT
+_NAN_HINT = "np.nan_to_num(image, nan=0.0)"
+
+
 # Copied from hfmed.models.lt_vit.image_processing_lt_vit._check_finite
 def _check_finite(values: np.ndarray, name: str) -> None:
     if np.issubdtype(values.dtype, np.floating):
@@ -107,7 +117,7 @@ def _check_finite(values: np.ndarray, name: str) -> None:
         if bad:
             raise ValueError(
                 f"{name} contains {bad} NaN/inf value(s): fix the source, or replace them first "
-                "(e.g. np.nan_to_num(image, nan=0.0))"
+                f"(e.g. {_NAN_HINT})"
             )
 
 
@@ -328,7 +338,7 @@ def _decode_pil(image: Image.Image, max_image_pixels: int, name: str) -> np.ndar
     if mode == "F":
         _check_finite(pixels, name)
         return _replicate(_grey_to_unit(pixels))
-    return _replicate(min_max(pixels))
+    return _replicate(min_max(pixels))  # 16/32-bit integer grey
 
 
 # Copied from hfmed.models.lt_vit.image_processing_lt_vit._decode_array

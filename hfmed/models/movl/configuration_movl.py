@@ -322,6 +322,7 @@ class MoVLConfig(PreTrainedConfig):
         return channels * size * size
 
 
+# Copied from hfmed.models.scopeformer.configuration_scopeformer._choice
 def _choice(name, value, allowed):
     if value not in allowed:
         raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")

@@ -36,15 +36,22 @@ from transformers.image_processing_backends import TorchvisionBackend
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
 from transformers.processing_utils import ImagesKwargs, Unpack
 
+# Copied from hfmed.models.lt_vit.image_processing_lt_vit.NUM_CHANNELS
 NUM_CHANNELS = 3
 # The default of the copied `radiograph_to_unit`; MoVL passes each image's own Modality, so any modality passes.
+# Copied from hfmed.models.lt_vit.image_processing_lt_vit.DEFAULT_MODALITIES
 DEFAULT_MODALITIES = ["CR", "DX", "DR"]
 
 # The DICOM Part 10 file format puts "DICM" after a 128-byte preamble.
+# Copied from hfmed.models.lt_vit.image_processing_lt_vit._DICOM_MAGIC
 _DICOM_MAGIC = b"DICM"
+# Copied from hfmed.models.lt_vit.image_processing_lt_vit._DICOM_MAGIC_OFFSET
 _DICOM_MAGIC_OFFSET = 128
+# Copied from hfmed.models.lt_vit.image_processing_lt_vit._PIXEL_DATA_KEYWORDS
 _PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+# Copied from hfmed.models.lt_vit.image_processing_lt_vit._GREY_PIL_MODES
 _GREY_PIL_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+# Copied from hfmed.models.lt_vit.image_processing_lt_vit._ARRAY_HINT
 _ARRAY_HINT = "pass a 2-D grey image or an (H, W, 3) uint8 RGB image"
 _COLOUR_PHOTOMETRIC = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT")
 
@@ -57,7 +64,7 @@ def _one_line(text: Any) -> str:
 
 # Copied from hfmed.models.lt_vit.image_processing_lt_vit._check_names
 def _check_names(value: Any, field: str, example: list[str]) -> list[str]:
-    # A bare string is a Sequence of characters; reject it rather than treat "DX" as ["D", "X"].
+    # A bare string is a Sequence of characters; reject it rather than treat "CT" as ["C", "T"].
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) == 0:
         raise ValueError(
             f"{field} must be a non-empty list of strings, got {value!r}: e.g. {field}={example}"
@@ -97,6 +104,10 @@ def _check_size(height: int, width: int, max_image_pixels: int | None, name: str
         )
 
 
+# Copied from hfmed.models.lt_vit.image_processing_lt_vit._NAN_HINT
+_NAN_HINT = "np.nan_to_num(image, nan=0.0)"
+
+
 # Copied from hfmed.models.lt_vit.image_processing_lt_vit._check_finite
 def _check_finite(values: np.ndarray, name: str) -> None:
     if np.issubdtype(values.dtype, np.floating):
@@ -104,7 +115,7 @@ def _check_finite(values: np.ndarray, name: str) -> None:
         if bad:
             raise ValueError(
                 f"{name} contains {bad} NaN/inf value(s): fix the source, or replace them first "
-                "(e.g. np.nan_to_num(image, nan=0.0))"
+                f"(e.g. {_NAN_HINT})"
             )
 
 
