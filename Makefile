@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export GRADIO_ANALYTICS_ENABLED = False
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: install demo test lint bench clean browser
+.PHONY: install demo test lint bench clean browser fix-copies
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(PY) utils/check_copies.py
+
+fix-copies: $(STAMP)
+	$(PY) utils/check_copies.py --fix
 
 # The Space tests render pages in headless Chromium. `make test` provides it: already there, or installed
 # with apt-get when this user is root or has passwordless sudo; otherwise it stops at once with one line.

@@ -8,7 +8,8 @@ A copy carries a mark on the line above it:
 and its body must equal the source's body after the replacements (`old->new`, comma-separated, applied in
 order as plain text) and re-indentation. The source is a function, class, method (`Class.method`) or
 module-level assignment, named by module path (`hfmed.models.x.module` or `spaces._shared.module`) and
-qualified name. The check also reports a helper defined identically in two model folders without a mark.
+qualified name. The check also reports a helper defined identically in two model folders (or two Spaces)
+without a mark. The Spaces' shared helpers have their one source in `spaces/_shared/space_helpers.py`.
 
     python utils/check_copies.py          # report; exit status 1 when a copy is out of step
     python utils/check_copies.py --fix    # rewrite every marked copy from its source
@@ -165,17 +166,14 @@ def _rewrite(path: Path, rewrites) -> None:
 
 
 def unmarked_duplicates(root: Path = REPO) -> list[str]:
-    """Helpers defined with the same name and text in several model folders, of which more than one lacks a
-    `# Copied from` mark: every repeated helper must be a checked copy of one source."""
+    """Helpers defined with the same name and text in several model folders (functions, classes, constants)
+    or several Spaces (functions and classes; a Space's constants are its settings), of which more than one
+    lacks a `# Copied from` mark: every repeated helper must be a checked copy of one source."""
     seen = defaultdict(list)
-    for path in sorted(root.glob("hfmed/models/*/*.py")):
-        lines, tree = _parse(path)
-        marked = {copy.definition.start for copy in find_copies(path)}
-        for name, node in _statements(tree):
-            if name in ("__all__", "logger") or "." in name:
-                continue
-            definition = _definition(path, lines, node)
-            seen[(name, definition.text)].append((path, definition.start in marked))
+    patterns = (("hfmed/models/*/*.py", True), ("spaces/*/app.py", False), ("spaces/_shared/*.py", False))
+    for pattern, constants in patterns:
+        for path in sorted(root.glob(pattern)):
+            _collect(path, constants, seen)
     problems = []
     for (name, _), places in sorted(seen.items()):
         folders = {path.parent for path, _ in places}
@@ -184,6 +182,18 @@ def unmarked_duplicates(root: Path = REPO) -> list[str]:
             where = ", ".join(str(p.relative_to(root)) for p in unmarked)
             problems.append(f"{name} is repeated without a '# Copied from' mark in {where}: mark the copies")
     return problems
+
+
+def _collect(path: Path, constants: bool, seen) -> None:
+    lines, tree = _parse(path)
+    marked = {copy.definition.start for copy in find_copies(path)}
+    for name, node in _statements(tree):
+        if name in ("__all__", "logger") or "." in name:
+            continue
+        if not constants and not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        definition = _definition(path, lines, node)
+        seen[(name, definition.text)].append((path, definition.start in marked))
 
 
 def main(argv=None) -> int:

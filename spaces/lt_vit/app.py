@@ -67,6 +67,7 @@ patches). Uploaded files are deleted from the server once the answer is sent.
 """
 
 
+# Copied from spaces._shared.space_helpers.ModelNotFoundError
 class ModelNotFoundError(RuntimeError):
     """No model to serve; the message says how to point the app at one."""
 
@@ -93,10 +94,12 @@ def resolve_model_source() -> str:
     )
 
 
+# Copied from spaces._shared.space_helpers._one_line
 def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
+# Copied from spaces._shared.space_helpers._load_config
 @functools.cache
 def _load_config(source: str):
     from transformers import AutoConfig
@@ -110,6 +113,7 @@ def _load_config(source: str):
         ) from err
 
 
+# Copied from spaces._shared.space_helpers._load
 @functools.cache
 def _load(source: str):
     from transformers import AutoImageProcessor, AutoModelForImageClassification
@@ -125,20 +129,24 @@ def _load(source: str):
     return model, processor
 
 
+# Copied from spaces._shared.space_helpers.load_config
 def load_config():
     """The served model's config (cheap: no weights), cached per source."""
     return _load_config(resolve_model_source())
 
 
+# Copied from spaces._shared.space_helpers.load_model
 def load_model():
     """`(model, processor)` of the served model, loaded on first use and cached per source."""
     return _load(resolve_model_source())
 
 
+# Copied from spaces._shared.space_helpers.label_names
 def label_names(config) -> list[str]:
     return [config.id2label[i] for i in range(config.num_labels)]
 
 
+# Copied from spaces._shared.space_helpers.label_thresholds
 def label_thresholds(config) -> dict[str, float] | None:
     """Per-label thresholds chosen on validation (`config.label_thresholds`), or None."""
     thresholds = getattr(config, "label_thresholds", None)
@@ -150,6 +158,7 @@ def label_thresholds(config) -> dict[str, float] | None:
 # --- files -----------------------------------------------------------------------------------------------
 
 
+# Copied from spaces._shared.space_helpers.upload_dir
 def upload_dir() -> Path:
     """Where gradio stores uploads (and its cache): `GRADIO_TEMP_DIR`, else `<tmp>/gradio`."""
     return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
@@ -173,6 +182,7 @@ def example_label(path: Path) -> str:
     return path.name
 
 
+# Copied from spaces._shared.space_helpers._sha256
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -181,11 +191,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+# Copied from spaces._shared.space_helpers._example_fingerprints
 @functools.cache
 def _example_fingerprints() -> frozenset[tuple[int, str]]:
     return frozenset((p.stat().st_size, _sha256(p)) for p in example_files())
 
 
+# Copied from spaces._shared.space_helpers._is_example_copy
 def _is_example_copy(path: Path) -> bool:
     # Gradio serves a clicked example from a copy in its cache (the upload dir); deleting that copy would
     # break the next click on the same example, so copies of bundled examples are kept.
@@ -197,6 +209,7 @@ def _is_example_copy(path: Path) -> bool:
         return False
 
 
+# Copied from spaces._shared.space_helpers._delete_upload
 def _delete_upload(resolved: Path, root: Path) -> bool:
     try:
         resolved.unlink()
@@ -210,6 +223,7 @@ def _delete_upload(resolved: Path, root: Path) -> bool:
     return True
 
 
+# Copied from spaces._shared.space_helpers.UploadLeases
 class UploadLeases:
     """Who still needs each upload path, so that an answer deletes its upload only when nobody else does.
 
@@ -262,6 +276,7 @@ class UploadLeases:
             return discard_upload(key)
 
 
+# Copied from spaces._shared.space_helpers.CountedUploadSet
 class CountedUploadSet(set):
     """Gradio's `Blocks.upload_file_set` (every path its upload route wrote; the cache sweep reads it) that
     also counts each upload in `UPLOADS`."""
@@ -283,9 +298,11 @@ class CountedUploadSet(set):
         return self
 
 
+# Copied from spaces._shared.space_helpers.UPLOADS
 UPLOADS = UploadLeases()
 
 
+# Copied from spaces._shared.space_helpers.count_uploads
 def count_uploads(demo: gr.Blocks) -> None:
     """Makes gradio's upload route report every upload to `UPLOADS` (see `UploadLeases`)."""
     uploads, swept = getattr(demo, "upload_file_set", None), getattr(demo, "temp_file_sets", None)
@@ -299,6 +316,7 @@ def count_uploads(demo: gr.Blocks) -> None:
     demo.temp_file_sets = [counted if s is uploads else s for s in swept]
 
 
+# Copied from spaces._shared.space_helpers.discard_upload
 def discard_upload(path: str | os.PathLike) -> bool:
     """Deletes `path` if it is a user upload in gradio's upload dir; returns whether it was deleted.
 
@@ -318,6 +336,7 @@ def discard_upload(path: str | os.PathLike) -> bool:
     return _delete_upload(resolved, root)
 
 
+# Copied from spaces._shared.space_helpers._on_event_loop
 def _on_event_loop(function, *args):
     """Runs `function(*args)` on the server's event loop thread when called from one of gradio's worker
     threads, else here.
@@ -331,6 +350,7 @@ def _on_event_loop(function, *args):
         return function(*args)
 
 
+# Copied from spaces._shared.space_helpers.publish_images
 def publish_images(gallery: list[tuple[Image.Image, str]]) -> list[tuple[str, str]]:
     """Writes a gallery's images as PNGs in a folder of this answer's own; returns `(path, caption)` pairs.
 
@@ -352,6 +372,7 @@ def publish_images(gallery: list[tuple[Image.Image, str]]) -> list[tuple[str, st
 # --- prediction ------------------------------------------------------------------------------------------
 
 
+# Copied from spaces._shared.space_helpers._format_pair
 def _format_pair(value: float, threshold: float) -> tuple[str, str]:
     """Formats both with the fewest decimals (>= 2) that keep them apart, so the shown sign agrees."""
     for digits in range(2, 10):
@@ -386,6 +407,7 @@ def findings_markdown(probabilities: dict[str, float], thresholds: dict[str, flo
     return f"**Findings at or above {kind}:**\n\n" + "\n".join(rows)
 
 
+# Copied from spaces._shared.space_helpers._error
 def _error(message: str, path: Path) -> gr.Error:
     # One line, the server path replaced by the file name, and no HTML (gr.Error renders HTML).
     text = _one_line(message).replace(str(path), path.name)
@@ -400,6 +422,7 @@ def _display_size(image: Image.Image) -> Image.Image:
     return shown
 
 
+# Copied from spaces._shared.space_helpers._check_threshold
 def _check_threshold(threshold, path: Path) -> float:
     try:
         value = float(threshold)
