@@ -17,9 +17,8 @@ import pytest
 
 import hfmed.checkpoint
 from hfmed.recipe import load_recipe
-from hfmed.registry import FAMILIES
 from hfmed.train import build_model, main
-from tests.reliability.tiny_runs import write_tiny_recipe
+from tests.reliability.tiny_runs import TRAINED_FAMILIES, write_tiny_recipe
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +42,7 @@ def run_cli(recipe: Path, capsys) -> str:
     return err
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", TRAINED_FAMILIES)
 def test_an_output_path_through_a_file_is_one_line_before_training(family, tmp_path, data_root, capsys):
     (tmp_path / "blocker").write_text("a file, not a folder")
     recipe = write_tiny_recipe(family, tmp_path, data_root, output_dir=str(tmp_path / "blocker" / "run"))
@@ -51,7 +50,7 @@ def test_an_output_path_through_a_file_is_one_line_before_training(family, tmp_p
     assert "a part of its path is a file" in err and "training.output_dir=" in err
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", TRAINED_FAMILIES)
 def test_a_read_only_output_folder_is_one_line_before_training(family, tmp_path, data_root, capsys, monkeypatch):
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
@@ -63,7 +62,7 @@ def test_a_read_only_output_folder_is_one_line_before_training(family, tmp_path,
     assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "model").exists()
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", TRAINED_FAMILIES)
 def test_a_full_disk_is_one_line_before_training(family, tmp_path, data_root, capsys, monkeypatch):
     recipe_path = write_tiny_recipe(family, tmp_path, data_root)
     real_disk_usage = hfmed.checkpoint.shutil.disk_usage

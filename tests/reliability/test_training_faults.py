@@ -34,9 +34,8 @@ from hfmed.checkpoint import (
 )
 from hfmed.data import build_dataset
 from hfmed.recipe import RecipeError, load_recipe
-from hfmed.registry import FAMILIES
 from hfmed.train import _json_safe, main, train
-from tests.reliability.tiny_runs import write_tiny_recipe
+from tests.reliability.tiny_runs import TRAINED_FAMILIES, write_tiny_recipe
 
 STOP_POINT = Path(__file__).with_name("stop_point.py")
 WAIT_S = 300  # for the process to reach its stop point: a bound against hangs, not a speed target
@@ -110,7 +109,7 @@ def assert_finished_epochs_intact(out: Path, reference_history: list, epochs_don
     assert load_recipe(out / "recipe.yaml", check_paths=False).training.output_dir == str(out)
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", TRAINED_FAMILIES)
 def test_sigkill_mid_epoch_and_mid_checkpoint_then_resume_is_bit_identical(family, tmp_path, data_root, capsys):
     recipe_path = write_tiny_recipe(family, tmp_path / "killed", data_root)
     recipe = load_recipe(recipe_path)
