@@ -195,3 +195,19 @@ def test_the_run_model_folder_loads_without_hfmed(finished_run, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     module, has_thresholds = done.stdout.split()[-2:]
     assert not module.startswith("hfmed") and has_thresholds == "True"
+
+
+def test_the_whole_recipe_is_checked_before_any_data_is_built(tmp_path):
+    # A selection metric the task does not compute, or an argument the builder does not take, stops the run
+    # before the synthetic twin is written (it would be, into data.args.root) and before any training step.
+    from hfmed.recipe import RecipeError
+
+    never = tmp_path / "never"
+    for override, error, message in [
+        ("evaluation.metric=mae", RecipeError, r"evaluation.metric 'mae' is not computed; choose one of \[.*'mean_auroc'"),
+        ("data.args.num_patiens=3", TypeError, "dataset builder 'synthetic_ct': .*num_patiens"),
+    ]:
+        recipe = load_recipe(DEMO, [f"training.output_dir={tmp_path / 'run'}", f"data.args.root={never}", override])
+        with pytest.raises(error, match=message):
+            train(recipe)
+        assert not never.exists() and not (tmp_path / "run" / "checkpoints").exists()
