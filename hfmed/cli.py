@@ -53,7 +53,7 @@ def _demo(args) -> int:
     )
     if staged.returncode:
         return staged.returncode
-    _print_example_prediction(family, run_dir / "model")
+    _print_example_prediction(run_dir / "model", family)
     print("\nwhere everything is:")
     for name, path in [("run folder", run_dir), ("model (HF format)", run_dir / "model"),
                        ("metrics", run_dir / "metrics.json"), ("plots", run_dir / "plots"),
@@ -71,13 +71,17 @@ def _demo(args) -> int:
         return 0
 
 
-def _print_example_prediction(family, model_dir: Path) -> None:
-    """The trained model on the family's example file (`Family.demo_input`), through its hfmed pipeline."""
-    from transformers import pipeline
+def _print_example_prediction(model_dir: Path, family=None) -> None:
+    """The trained model on its family's example file (`Family.demo_input`), through the family's hfmed
+    pipeline; the family is the model folder's unless given."""
+    from transformers import AutoConfig, pipeline
 
     from .hub import trust_remote_code_for
+    from .registry import family_for
     from .tasks import task_for
 
+    if family is None:
+        family = family_for(AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code_for(model_dir)))
     path = family.demo_input() if family.demo_input else None
     if path is None:
         return
