@@ -171,7 +171,7 @@ def _write_bad_inputs(folder):
     del no_pixels.PixelData
     no_pixels.save_as(folder / "header_only.dcm")
     return {
-        "notes.dcm": "no PixelData",
+        "notes.dcm": "'notes.dcm' is not a DICOM file",
         "empty.png": "'empty.png' is empty (0 bytes)",
         "notes.txt": "'notes.txt' is not a DICOM file",
         "ct.dcm": "Modality 'CT' is not in allowed_modalities",

@@ -122,7 +122,7 @@ def _write_bad_inputs(folder):
     no_pixels.save_as(folder / "header_only.dcm")
     Image.new("RGBA", (8, 8)).save(folder / "rgba.png")
     return {
-        "notes.dcm": "no PixelData",
+        "notes.dcm": "'notes.dcm' is not a DICOM file",
         "empty.dcm": "is empty (0 bytes)",
         "mr.dcm": "Modality 'MR' is not in allowed_modalities",
         "header_only.dcm": "no PixelData",
