@@ -23,10 +23,10 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) utils/check_copies.py
+	$(PY) -m tests.check_copies
 
 fix-copies: $(STAMP)
-	$(PY) utils/check_copies.py --fix
+	$(PY) -m tests.check_copies --fix
 
 # The Space tests render pages in headless Chromium. `make test` provides it: already there, or installed
 # with apt-get when this user is root or has passwordless sudo; otherwise it stops at once with one line.

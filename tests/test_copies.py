@@ -1,16 +1,13 @@
 """`# Copied from` marks: every copy in the repository equals its source, and the checker catches drift."""
 
-import importlib.util
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from tests import check_copies
+
 REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("check_copies", REPO / "utils" / "check_copies.py")
-check_copies = sys.modules.setdefault("check_copies", importlib.util.module_from_spec(spec))
-spec.loader.exec_module(check_copies)
 
 
 def test_every_copy_in_the_repository_is_in_step_with_its_source():

@@ -3,8 +3,8 @@ images, formatting).
 
 A Space is uploaded alone and must run without hfmed and without this file, so each `spaces/<family>/app.py`
 carries a checked copy of every helper it uses, marked `# Copied from spaces._shared.space_helpers.<name>`.
-`tests/test_copies.py` (through `utils/check_copies.py`) fails when a copy differs from its source here; after
-changing a helper here, `python utils/check_copies.py --fix` rewrites the copies in every Space.
+`tests/test_copies.py` (through `tests/check_copies.py`) fails when a copy differs from its source here; after
+changing a helper here, `python -m tests.check_copies --fix` rewrites the copies in every Space.
 `resolve_model_source` and `example_files` differ per Space: each app.py defines its own.
 """
 

@@ -2,19 +2,17 @@
 every staged Space still self-contained."""
 
 import ast
-import importlib.util
 import shutil
 import sys
 from pathlib import Path
+
+from tests import check_copies
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO / "spaces" / "_shared" / "space_helpers.py"
 APPS = sorted((REPO / "spaces").glob("*/app.py"))
 HOOKS = {"resolve_model_source", "example_files"}  # each Space defines its own
 
-spec = importlib.util.spec_from_file_location("check_copies", REPO / "utils" / "check_copies.py")
-check_copies = sys.modules.setdefault("check_copies", importlib.util.module_from_spec(spec))
-spec.loader.exec_module(check_copies)
 
 
 def shared_names() -> set[str]:

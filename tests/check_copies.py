@@ -11,8 +11,8 @@ module-level assignment, named by module path (`hfmed.models.x.module` or `space
 qualified name. The check also reports a helper defined identically in two model folders (or two Spaces)
 without a mark. The Spaces' shared helpers have their one source in `spaces/_shared/space_helpers.py`.
 
-    python utils/check_copies.py          # report; exit status 1 when a copy is out of step
-    python utils/check_copies.py --fix    # rewrite every marked copy from its source
+    python -m tests.check_copies          # report; exit status 1 when a copy is out of step
+    python -m tests.check_copies --fix    # rewrite every marked copy from its source
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def check(root: Path = REPO, fix: bool = False, globs=COPY_GLOBS) -> list[str]:
             if expected != copy.definition.text:
                 problems.append(
                     f"{path.relative_to(root)}:{copy.mark_line}: the copy of {copy.source} differs from its source; "
-                    "run `python utils/check_copies.py --fix` (or fix the source and the mark's replacements)"
+                    "run `python -m tests.check_copies --fix` (or fix the source and the mark's replacements)"
                 )
                 rewrites.append((copy.definition, expected))
         if fix and rewrites:
