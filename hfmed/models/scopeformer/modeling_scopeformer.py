@@ -217,6 +217,16 @@ class ScopeformerPreTrainedModel(PreTrainedModel):
         """Parameters that never train (read by hfmed's training policy): the CNNs when `freeze_backbones`."""
         return self._base_model_names("backbones") if self.config.freeze_backbones else set()
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        loaded = super().from_pretrained(*args, **kwargs)
+        # transformers puts every loaded tensor into a new Parameter with requires_grad=True: freeze again what
+        # the model declares frozen, so Trainer or a user's own loop never hands the CNNs to an optimizer.
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        for name in model.frozen_parameters():
+            model.get_submodule(name).requires_grad_(False)
+        return loaded
+
     def _init_weights(self, module):
         std = self.config.initializer_range
         if isinstance(module, nn.Conv2d):

@@ -157,3 +157,17 @@ def test_pretrained_backbones_load_local_safetensors(tmp_path):
         ScopeformerForImageClassification.from_pretrained_backbones(config, backbone_weights=["w.pth", None])
     with pytest.raises(ValueError, match="one path"):
         ScopeformerForImageClassification.from_pretrained_backbones(config, backbone_weights=[None])
+
+
+def test_frozen_backbones_stay_frozen_after_from_pretrained(tmp_path):
+    from transformers import AutoModel, AutoModelForImageClassification
+
+    config = scopeformer_config("scopeformer-tiny")
+    assert config.freeze_backbones
+    ScopeformerForImageClassification(config).save_pretrained(tmp_path)
+    for loader in (ScopeformerForImageClassification, AutoModelForImageClassification, AutoModel):
+        model = loader.from_pretrained(tmp_path)
+        grads = {name: p.requires_grad for name, p in model.named_parameters()}
+        backbone = [n for n in grads if ".backbones." in f".{n}"]
+        assert backbone and not any(grads[n] for n in backbone), loader.__name__
+        assert any(grads[n] for n in grads if n not in backbone)  # the projection and the ViT still train
