@@ -17,9 +17,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# make demo: every family's demo (FAMILY=<name>: one family; RETRAIN=1: train again, not reuse the runs).
 RETRAIN ?=
+FAMILY ?=
 demo: $(STAMP)
-	$(PY) -m hfmed.cli demo $(if $(RETRAIN),--retrain,)
+	$(PY) -m hfmed.cli demo $(if $(FAMILY),--family $(FAMILY),) $(if $(RETRAIN),--retrain,)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

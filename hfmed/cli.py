@@ -1,6 +1,7 @@
 """`hfmed` command line.
 
-    hfmed demo                    train the demo recipe, stage its Hub folder, serve its Space (make demo)
+    hfmed demo [--family NAME]    train every family's demo recipe, stage its Hub repo + Space, serve one app
+    hfmed demo RECIPE [k=v ...]   the same for one recipe
     hfmed train RECIPE [k=v ...]  train from a YAML recipe (also: accelerate launch -m hfmed.train ...)
 """
 
@@ -14,64 +15,112 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _demo(args) -> int:
+def _demo_recipes(args) -> list:
+    """The recipes `hfmed demo` runs: the one named, else `--family`'s demo recipe, else every registered
+    family's (a pending family, without a demo recipe or Space yet, is skipped with one printed line)."""
     from .recipe import load_recipe
-    from .registry import DEFAULT_FAMILY, FAMILIES
+    from .registry import FAMILIES
 
-    recipe = load_recipe(args.recipe or FAMILIES[DEFAULT_FAMILY].demo_recipe_path, args.overrides)
-    family = FAMILIES[recipe.model.family]
-    run_dir = Path(recipe.training.output_dir)
-    if not run_dir.is_absolute():
-        run_dir = REPO / run_dir
-        recipe.training.output_dir = str(run_dir)
-    if args.retrain or not (run_dir / "metrics.json").is_file():
-        from .train import train
-
-        print(f"[1/4] training {recipe.name} on {recipe.data.builder} (progress bar below)")
-        train(recipe)
+    if args.recipe:
+        return [load_recipe(args.recipe, args.overrides)]
+    if args.family:
+        if args.family not in FAMILIES:
+            raise SystemExit(f"hfmed demo: no family {args.family!r}; choose one of {sorted(FAMILIES)}")
+        if FAMILIES[args.family].pending:
+            raise SystemExit(f"hfmed demo: {args.family} has no demo yet (pending: "
+                             f"{', '.join(FAMILIES[args.family].pending)}); choose another family")
+        names = [args.family]
     else:
-        print(f"[1/4] reusing the finished run in {run_dir} (make demo RETRAIN=1 trains again)")
+        names = []
+        for name, family in FAMILIES.items():
+            if family.pending:
+                print(f"skipping {name}: no demo yet (pending: {', '.join(family.pending)})")
+            else:
+                names.append(name)
+    return [load_recipe(FAMILIES[name].demo_recipe_path, args.overrides) for name in names]
 
+
+def demo_row(run_dir: Path, family, staged: Path) -> dict:
+    """One row of `hfmed demo`'s table, read from the run's metrics.json through the task layer."""
     from transformers import AutoConfig
 
     from .hub import trust_remote_code_for
     from .tasks import task_for
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    best = metrics["best"]
-    print(f"[2/4] best epoch {best['epoch']} of {len(metrics['history'])}, validation:")
     config = AutoConfig.from_pretrained(run_dir / "model", trust_remote_code=trust_remote_code_for(run_dir / "model"))
-    for line in task_for(config).report_lines(metrics):
-        print(f"        {line}")
+    metric, value = task_for(config).headline(metrics)
+    return {"family": family.name, "task": metrics.get("task", ""), "metric": metric, "value": value,
+            "run": str(run_dir), "staged": str(staged)}
 
-    hub_dir = run_dir / "hub"
-    print(f"[3/4] staging the Hub folders with upload.py --dry-run into {hub_dir}")
-    staged = subprocess.run(
-        [sys.executable, str(REPO / "upload.py"), str(run_dir), "--repo-id", recipe.hub.repo_id,
-         "--space", str(family.space_dir), "--space-id", f"{recipe.hub.repo_id}-space", "--dry-run", "--out", str(hub_dir)],
-        check=False,
-    )
-    if staged.returncode:
-        return staged.returncode
-    _print_example_prediction(run_dir / "model", family)
-    print("\nwhere everything is:")
-    for name, path in [("run folder", run_dir), ("model (HF format)", run_dir / "model"),
-                       ("metrics", run_dir / "metrics.json"), ("plots", run_dir / "plots"),
-                       ("staged model repo", hub_dir / "model"), ("staged Space", hub_dir / "space")]:
-        print(f"  {name:<18} {path}")
+
+def format_table(rows: list[dict]) -> list[str]:
+    """`hfmed demo`'s table: family, task, headline validation metric and value, run folder, staged repo."""
+    header = {"family": "family", "task": "task", "metric": "validation metric", "value": "value",
+              "run": "run folder", "staged": "staged model repo"}
+    cells = [header, *({**row, "value": f"{row['value']:.4f}"} for row in rows)]
+    widths = {key: max(len(str(cell[key])) for cell in cells) for key in header}
+    return ["  ".join(str(cell[key]).ljust(widths[key]) for key in header).rstrip() for cell in cells]
+
+
+def _demo(args) -> int:
+    from .registry import FAMILIES
+
+    recipes = _demo_recipes(args)
+    total = len(recipes)
+    done = []
+    for index, recipe in enumerate(recipes, 1):
+        family = FAMILIES[recipe.model.family]
+        run_dir = Path(recipe.training.output_dir)
+        if not run_dir.is_absolute():
+            run_dir = REPO / run_dir
+            recipe.training.output_dir = str(run_dir)
+        if args.retrain or not (run_dir / "metrics.json").is_file():
+            from .train import train
+
+            print(f"[{index}/{total}] {family.name}: training {recipe.name} on {recipe.data.builder} "
+                  "(progress bar below)", flush=True)
+            train(recipe)
+        else:
+            print(f"[{index}/{total}] {family.name}: reusing the finished run in {run_dir} "
+                  "(make demo RETRAIN=1 trains again)", flush=True)
+        done.append((recipe, family, run_dir))
+
+    rows = []
+    for recipe, family, run_dir in done:
+        hub_dir = run_dir / "hub"
+        print(f"{family.name}: staging the Hub folders with upload.py --dry-run into {hub_dir}", flush=True)
+        staged = subprocess.run(
+            [sys.executable, str(REPO / "upload.py"), str(run_dir), "--repo-id", recipe.hub.repo_id,
+             "--space", str(family.space_dir), "--space-id", f"{recipe.hub.repo_id}-space", "--dry-run",
+             "--out", str(hub_dir)],
+            check=False,
+        )
+        if staged.returncode:
+            return staged.returncode
+        rows.append(demo_row(run_dir, family, hub_dir / "model"))
+
+    print("\nvalidation (best epoch of each run; research use only):")
+    for line in format_table(rows):
+        print(f"  {line}")
+    for _, family, run_dir in done:
+        _print_example_prediction(run_dir / "model", family, prefix=f"\n{family.name}: ")
     if args.no_serve:
         return 0
+
+    from .demo_app import build_app, launch
+
     port = os.environ.get("GRADIO_SERVER_PORT", "7860")
-    print(f"[4/4] serving the Space at http://127.0.0.1:{port}/  (Ctrl-C stops it)")
-    env = {**os.environ, "HFMED_MODEL": str(run_dir / "model"), "GRADIO_SERVER_NAME": "127.0.0.1",
-           "GRADIO_SERVER_PORT": port, "GRADIO_ANALYTICS_ENABLED": "False"}
+    app, modules = build_app({family.name: run_dir / "model" for _, family, run_dir in done})
+    print(f"\nserving {len(modules)} tab(s) at http://127.0.0.1:{port}/  (Ctrl-C stops it)", flush=True)
     try:
-        return subprocess.run([sys.executable, str(family.space_dir / "app.py")], env=env, check=False).returncode
+        launch(app, modules, port=int(port))
     except KeyboardInterrupt:
-        return 0
+        pass
+    return 0
 
 
-def _print_example_prediction(model_dir: Path, family=None) -> None:
+def _print_example_prediction(model_dir: Path, family=None, prefix: str = "") -> None:
     """The trained model on its family's example file (`Family.demo_input`), through the family's hfmed
     pipeline; the family is the model folder's unless given."""
     from transformers import AutoConfig, pipeline
@@ -85,7 +134,7 @@ def _print_example_prediction(model_dir: Path, family=None) -> None:
     path = family.demo_input() if family.demo_input else None
     if path is None:
         return
-    print(f"trained model on {Path(path).name}; research use only:")
+    print(f"{prefix}trained model on {Path(path).name}; research use only:")
     pipe = pipeline(family.pipeline_task, model=str(model_dir), trust_remote_code=trust_remote_code_for(model_dir))
     output = pipe(path)
     # The image pipeline answers a list of rows, the volume pipeline a dict that holds them.
@@ -103,11 +152,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="hfmed", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="train the demo recipe, stage its Hub folder and serve its Space")
-    demo.add_argument("recipe", nargs="?", default=None, help="default: the default family's demo recipe")
+    demo = sub.add_parser("demo", help="train every family's demo recipe, stage their Hub folders, serve one app")
+    demo.add_argument("recipe", nargs="?", default=None, help="one recipe (default: every family's demo recipe)")
+    demo.add_argument("--family", default=None, help="only this family's demo recipe (make demo FAMILY=name)")
     demo.add_argument("overrides", nargs="*", help="dotted recipe overrides, e.g. training.epochs=2")
     demo.add_argument("--retrain", action="store_true", help="train again even if the run exists")
-    demo.add_argument("--no-serve", action="store_true", help="stop after staging (no Space server)")
+    demo.add_argument("--no-serve", action="store_true", help="stop after the table and predictions (no server)")
     demo.set_defaults(func=_demo)
     sub.add_parser("train", help="train from a YAML recipe (see `hfmed train --help`)")
     args = parser.parse_args(argv)

@@ -102,6 +102,18 @@ class Task:
         best = report["best"]
         return [f"{key:<18} {best['metrics'][key]:.4f}" for key, *_ in self.card_metrics if key in best["metrics"]]
 
+    def headline(self, report: dict) -> tuple[str, float]:
+        """`(name, value)` of the task's headline validation metric in a run's metrics.json: the first of
+        `card_metrics` the best epoch holds (the row of `hfmed demo`'s table)."""
+        best = report["best"]["metrics"]
+        for key, _, name in self.card_metrics:
+            if key in best:
+                return name, float(best[key])
+        raise ValueError(
+            f"metrics.json holds none of the {self.name} headline metrics {[k for k, *_ in self.card_metrics]}; "
+            "train the run again (make demo RETRAIN=1)"
+        )
+
     def compute_metrics(self, label_names, label_weights=None, thresholds=None) -> Callable[..., dict]:
         """A `compute_metrics(eval_pred)` for `transformers.Trainer` (logits are the first prediction)."""
         raise NotImplementedError

@@ -1,6 +1,7 @@
 """`hfmed demo` on a regression run: the report comes from the task (no thresholds to look up), the staged
 Space is the run's family's, and the example prediction goes through the family's pipeline."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -25,8 +26,11 @@ def test_demo_reports_a_regression_run_and_predicts_on_a_real_volume(tmp_path, c
     assert main(["demo", str(DEMO), *overrides, "--no-serve"]) == 0
     sys.stdout.flush()
     out = capsys.readouterr().out
-    assert "[1/4] reusing the finished run" in out
-    assert "mae " in out and "pearson_r " in out and "threshold" not in out
+    assert "[1/1] slice_cnn: reusing the finished run" in out
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    row = next(line.split() for line in out.splitlines() if line.strip().startswith("slice_cnn "))
+    assert row[:6] == ["slice_cnn", "regression", "mean", "absolute", "error", f"{metrics['best']['metrics']['mae']:.4f}"]
+    assert "threshold" not in out
     assert "trained model on anatomical.nii" in out and "\n  age " in out
     staged = tmp_path / "run" / "hub"
     assert (staged / "model" / "README.md").is_file()

@@ -146,9 +146,13 @@ class UploadLeases:
     (`acquire`), and the answer deletes the file only when no upload of that path is still unanswered and no
     other answer reads it (`release`). A file nobody answers for (an upload never sent to `predict`, or one
     refused by a full queue) is left to gradio's cache sweep (`DELETE_CACHE`).
+
+    `discard` deletes a released path (default `discard_upload`); an app that serves several Spaces in one
+    server shares one lease table and passes a `discard` that keeps every Space's example copies.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, discard=None) -> None:
+        self.discard = discard
         self._lock = threading.Lock()
         self._waiting: collections.Counter[str] = collections.Counter()  # uploads not yet answered
         self._reading: collections.Counter[str] = collections.Counter()  # answers running on the path
@@ -185,7 +189,7 @@ class UploadLeases:
             if self._reading[key] > 0 or self._waiting.get(key, 0) > 0:
                 return False
             del self._reading[key]
-            return discard_upload(key)
+            return (self.discard or discard_upload)(key)
 
 
 class CountedUploadSet(set):
