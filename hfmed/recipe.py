@@ -22,9 +22,9 @@ class RecipeError(ValueError):
 
 @dataclass
 class ModelSection:
-    family: str | None = None
+    family: str = ""
     """hfmed family name (a key of `hfmed.registry.FAMILIES`); default `hfmed.families.DEFAULT_FAMILY`."""
-    preset: str | None = None
+    preset: str = ""
     """Named architecture preset of that family; default the family's `default_preset`."""
     config: dict = field(default_factory=dict)
     """Config field overrides on top of the preset."""
@@ -50,7 +50,7 @@ class DataSection:
 
 @dataclass
 class TrainingSection:
-    output_dir: str | None = None
+    output_dir: str = ""
     """The run folder; default `runs/<family>`."""
     seed: int = 0
     epochs: int = 1
