@@ -108,9 +108,59 @@ def slice_cnn_training_memory(settings: Settings) -> list[Row]:
     ]
 
 
+def training_loop_overhead(settings: Settings) -> list[Row]:
+    """hfmed's Accelerate loop (`hfmed.train.train_one_epoch`: policy hook, per-step reseeding, accumulate,
+    clipping, scheduler, bookkeeping) against a bare PyTorch loop over the same model, optimizer groups and
+    batches. The batches are drawn once beforehand, so data loading is in neither."""
+    import copy
+    import tempfile
+
+    from hfmed.recipe import load_recipe
+    from hfmed.registry import FAMILIES
+    from hfmed.train import parameter_groups, prepare, train_one_epoch
+
+    rows = []
+    steps = 4 if settings.quick else 8
+    for name, family in FAMILIES.items():
+        if family.pending:
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            recipe = load_recipe(family.demo_recipe_path, [f"training.output_dir={tmp}"])
+            run = prepare(recipe)
+            run.progress.disable = True
+            batches = [batch for batch, _ in zip(run.train_loader, range(steps), strict=False)]
+            run.train_loader, run.total_steps = batches, 10**9
+            ours_model = run.accelerator.unwrap_model(run.model)
+            bare = copy.deepcopy(ours_model).train()
+            groups = parameter_groups(bare, recipe, run.policy)
+            optimizer = torch.optim.AdamW([{k: v for k, v in g.items() if k != "names"} for g in groups])
+            clip = recipe.training.max_grad_norm
+
+            def bare_epoch(bare=bare, optimizer=optimizer, batches=batches, clip=clip):
+                for batch in batches:
+                    bare(**batch).loss.backward()
+                    if clip:
+                        torch.nn.utils.clip_grad_norm_(bare.parameters(), clip)
+                    optimizer.step()
+                    optimizer.zero_grad()
+
+            def ours_epoch(run=run):
+                run.state.batch_in_epoch = 0
+                train_one_epoch(run, 0)
+
+            ours_s, bare_s = interleaved(ours_epoch, bare_epoch,
+                                         Settings(**{**settings.__dict__, "rounds": 5, "warmup": 1}))
+            run.accelerator.end_training()
+        rows.append(Row(name, f"training step in hfmed's Accelerate loop ({recipe.name}, {steps} steps)",
+                        ours_s / steps, bare_s / steps, "bare PyTorch loop, same model and batches",
+                        target="<= 1.05x"))
+    return rows
+
+
 SHARED = {
     "data path at scale": data_path_at_scale,
     "Slice-CNN training memory": slice_cnn_training_memory,
+    "training loop overhead": training_loop_overhead,
 }
 
 __all__ = ["SHARED"]
