@@ -46,24 +46,26 @@ def data_path_at_scale(settings: Settings) -> list[Row]:
             ds.PixelData = rng.integers(-1000, 2000, (512, 512)).astype(np.int16).tobytes()
             ds.save_as(path, enforce_file_format=True)
         processor = ScopeformerImageProcessor()
-        loader = DataLoader(train.with_transform(make_transform(processor, {"hflip": 0.5, "rotate_degrees": 10}, train=True, seed=0)),
+        loader = DataLoader(train.with_transform(make_transform(processor, {"hflip": 0.5, "rotate_degrees": 10},
+                                                                train=True, seed=0)),
                             batch_size=8, collate_fn=collate, num_workers=0)
-        start = time.perf_counter()
-        seen = sum(batch["pixel_values"].shape[0] for batch in loader)
-        data_rate = seen / (time.perf_counter() - start)
+        model = ScopeformerForImageClassification(scopeformer_config("scopeformer-efficient")).to(settings.device)
+        model.train()
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+        pixel_values = torch.randn(8, 3, 224, 224, device=settings.device)
+        labels = (torch.rand(8, 6, device=settings.device) < 0.2).float()
+        batches = iter(loader)
 
-    model = ScopeformerForImageClassification(scopeformer_config("scopeformer-efficient")).to(settings.device)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    pixel_values = torch.randn(8, 3, 224, 224, device=settings.device)
-    labels = (torch.rand(8, 6, device=settings.device) < 0.2).float()
+        def step():
+            model(pixel_values=pixel_values, labels=labels).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
 
-    def step():
-        model(pixel_values=pixel_values, labels=labels).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    step_s, _ = interleaved(step, None, Settings(**{**settings.__dict__, "rounds": 3, "warmup": 1}))
-    model_rate = 8 / step_s
+        # one batch of 8 decoded + augmented examples against one training step on 8, alternately
+        rounds = min(settings.rounds, count // 8 - settings.warmup)
+        data_s, step_s = interleaved(lambda: next(batches), step,
+                                     Settings(**{**settings.__dict__, "rounds": rounds}))
+        data_rate, model_rate = 8 / data_s, 8 / step_s
     return [
         Row("data", f"RSNA index, {NUM_IMAGES:,} images (4.5M CSV rows)", index_s, None, unit="s",
             note="parse, pivot, checks, patient split, Arrow tables"),
@@ -74,7 +76,7 @@ def data_path_at_scale(settings: Settings) -> list[Row]:
 
 
 _MEMORY_CHILD = r"""
-import json, resource, sys, torch
+import json, sys, torch
 from hfmed import SliceCNNForVolumePrediction, slice_cnn_config
 chunk, checkpointing, batch = int(sys.argv[1]) or None, sys.argv[2] == "1", int(sys.argv[3])
 torch.manual_seed(0)
@@ -83,9 +85,18 @@ if checkpointing:
     model.gradient_checkpointing_enable()
 model.train()
 x, y = torch.randn(batch, 91, 109, 91), torch.randn(batch, 1)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+def rss_kb(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field):
+            return int(line.split()[1])
+
+# importing torch / timm / transformers leaves a higher peak than the step itself: reset the peak first
+with open("/proc/self/clear_refs", "w") as refs:
+    refs.write("5")
+before = rss_kb("VmRSS:")
 model(pixel_values=x, labels=y).loss.backward()
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = rss_kb("VmHWM:")
 print(json.dumps({"peak_mb": peak / 1024, "step_mb": (peak - before) / 1024}))
 """
 
