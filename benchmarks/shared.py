@@ -124,6 +124,7 @@ def training_loop_overhead(settings: Settings) -> list[Row]:
     clipping, scheduler, bookkeeping) against a bare PyTorch loop over the same model, optimizer groups and
     batches. The batches are drawn once beforehand, so data loading is in neither."""
     import copy
+    import inspect
     import tempfile
 
     from hfmed.recipe import load_recipe
@@ -144,15 +145,20 @@ def training_loop_overhead(settings: Settings) -> list[Row]:
             ours_model = run.accelerator.unwrap_model(run.model)
             bare = copy.deepcopy(ours_model).train()
             groups = parameter_groups(bare, recipe, run.policy)
-            optimizer = torch.optim.AdamW([{k: v for k, v in g.items() if k != "names"} for g in groups])
+            inner = run.optimizer.optimizer  # the same optimizer class, hyperparameters and groups as the run's
+            accepted = inspect.signature(type(inner)).parameters
+            optimizer = type(inner)([{k: v for k, v in g.items() if k != "names"} for g in groups],
+                                    **{k: v for k, v in inner.defaults.items() if k in accepted})
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
             clip = recipe.training.max_grad_norm
 
-            def bare_epoch(bare=bare, optimizer=optimizer, batches=batches, clip=clip):
+            def bare_epoch(bare=bare, optimizer=optimizer, scheduler=scheduler, batches=batches, clip=clip):
                 for batch in batches:
                     bare(**batch).loss.backward()
                     if clip:
                         torch.nn.utils.clip_grad_norm_(bare.parameters(), clip)
                     optimizer.step()
+                    scheduler.step()
                     optimizer.zero_grad()
 
             def ours_epoch(run=run):
