@@ -28,15 +28,16 @@ def data_path_at_scale(settings: Settings) -> list[Row]:
     from hfmed.data.rsna_ich import load_rsna_ich
     from hfmed.data.transforms import collate, make_transform
 
-    from .bench_rsna_index import NUM_IMAGES, _write_inputs
+    from .rsna_index import NUM_IMAGES, check_index, write_inputs
 
     count = 64 if settings.quick else 256
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        _write_inputs(root)
+        index_labels = write_inputs(root)
         start = time.perf_counter()
         data = load_rsna_ich(root, patient_map=root / "patient_ids.csv", check_files=False, val_fraction=0.1)
         index_s = time.perf_counter() - start
+        check_index(data, index_labels)
         train = data["train"].select(range(count))
         template = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
         rng = np.random.default_rng(0)
