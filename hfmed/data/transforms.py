@@ -130,7 +130,7 @@ def make_transform(
 
     Returns:
         `transform(batch) -> {"pixel_values": float32 (B, C, H, W), "labels": float32 (B, L)}` (`labels` only
-        when the batch has them).
+        when the batch has them; an integer `labels` column, one class index per row, gives int64 (B,)).
     """
     return BatchTransform(image_processor, augment, train, seed)
 
@@ -176,7 +176,7 @@ class BatchTransform:
                 )
         out = {"pixel_values": pixel_values}
         if "labels" in batch:
-            out["labels"] = torch.as_tensor(np.asarray(batch["labels"], dtype=np.float32))
+            out["labels"] = _labels_tensor(batch["labels"])
         return out
 
     def set_epoch(self, epoch: int) -> None:
@@ -190,6 +190,15 @@ class BatchTransform:
 
     def __repr__(self) -> str:
         return f"BatchTransform(train={self.train}, augment={self.augment}, seed={self.seed})"
+
+
+def _labels_tensor(labels: Any) -> torch.Tensor:
+    """A batch's `labels` column as a tensor: integer class indices (single-label classification, one int per
+    row) stay int64, anything else (0/1 per label, regression targets) becomes float32."""
+    array = np.asarray(labels)
+    if array.dtype.kind in "iu" and array.ndim == 1:
+        return torch.as_tensor(array.astype(np.int64))
+    return torch.as_tensor(array.astype(np.float32))
 
 
 def collate(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
