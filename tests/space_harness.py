@@ -192,10 +192,15 @@ def space_families() -> list[str]:
 
 
 def tiny_preset(family_name: str) -> str:
+    """The family's one '-tiny' preset, or, where it has several (MoVL: a ResNet and a CLIP one), the one named
+    after the family ('movl-tiny')."""
     from hfmed.registry import FAMILIES
 
     presets = [name for name in FAMILIES[family_name].presets if name.endswith("-tiny")]
-    assert len(presets) == 1, f"family {family_name!r} needs exactly one '-tiny' preset, has {presets}"
+    named = f"{family_name.replace('_', '-')}-tiny"
+    if len(presets) > 1 and named in presets:
+        return named
+    assert len(presets) == 1, f"family {family_name!r} needs one '-tiny' preset (or '{named}'), has {presets}"
     return presets[0]
 
 
