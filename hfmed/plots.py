@@ -229,6 +229,56 @@ def plot_roc(
     return out_path
 
 
+def confusion_counts(predicted, labels, num_classes: int) -> np.ndarray:
+    """(C, C) int64 counts: row = true class, column = predicted class."""
+    predicted = np.asarray(predicted, dtype=np.int64).reshape(-1)
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if predicted.shape != labels.shape:
+        raise ValueError(f"predicted and labels must have the same length, got {predicted.size} and {labels.size}")
+    for name, values in (("predicted", predicted), ("labels", labels)):
+        if values.size and (values.min() < 0 or values.max() >= num_classes):
+            raise ValueError(f"{name} must be class indices in [0, {num_classes}), found {values.min()}..{values.max()}")
+    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(counts, (labels, predicted), 1)
+    return counts
+
+
+def plot_confusion_matrix(counts, label_names: Sequence[str], out_path: str | Path) -> Path:
+    """A single-label classifier's confusion matrix as a PNG: rows true classes, columns predicted ones, each
+    cell coloured by its share of the row (the class's recall on the diagonal) and labelled with its count.
+
+    Args:
+        counts: (C, C) counts, e.g. from `confusion_counts`.
+        label_names: C class names for the axes.
+        out_path: the PNG to write (its folder is created if missing).
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    label_names = [str(name) for name in label_names]
+    if counts.ndim != 2 or counts.shape != (len(label_names), len(label_names)):
+        raise ValueError(f"counts must be ({len(label_names)}, {len(label_names)}) for the class names, got {counts.shape}")
+    totals = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+    size = max(4.0, 0.6 * len(label_names) + 2.5)
+    figure, axes = _new_figure(size, size)
+    ax = axes[0, 0]
+    ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    for (row, column), count in np.ndenumerate(counts):
+        ax.text(column, row, str(count), ha="center", va="center", fontsize="small",
+                color="white" if shares[row, column] > 0.5 else "black")
+    ticks = np.arange(len(label_names))
+    ax.set_xticks(ticks, label_names, rotation=45, ha="right", fontsize="small")
+    ax.set_yticks(ticks, label_names, fontsize="small")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    accuracy = np.trace(counts) / max(int(counts.sum()), 1)
+    ax.set_title(f"confusion matrix (accuracy {accuracy:.3f}; colour: share of the true class)", fontsize="medium")
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    _save(figure, out_path)
+    return out_path
+
+
 def plot_regression(predictions, targets, out_path: str | Path, target_name: str = "target") -> Path:
     """Predicted against true values in one PNG, with the identity line and MAE / Pearson r in the title.
 
@@ -270,4 +320,4 @@ def plot_regression(predictions, targets, out_path: str | Path, target_name: str
     return out_path
 
 
-__all__ = ["plot_history", "plot_regression", "plot_roc"]
+__all__ = ["confusion_counts", "plot_confusion_matrix", "plot_history", "plot_regression", "plot_roc"]

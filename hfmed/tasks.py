@@ -9,6 +9,8 @@ interpret code ask `task_for(config)` and never branch on the task themselves.
     multi_label_classification   independent sigmoid per label (hemorrhage subtypes, chest findings): AUROC,
                                  log loss, accuracy
     binary                       one sigmoid output (AD vs CN): the above plus balanced accuracy
+    single_label_classification  softmax over classes, one class per example (MedMNIST tissue types): accuracy,
+                                 balanced accuracy, macro one-vs-rest AUROC, a confusion matrix
     regression                   raw outputs (brain age): MAE, RMSE, Pearson r
 
 Adding a task (segmentation, say) is one `Task` subclass here, put in `TASKS`, plus its metric module under
@@ -26,10 +28,13 @@ import torch
 
 from .metrics import (
     binary_metrics,
+    class_indices,
     classification_metrics,
     one_output,
     regression_metrics,
     sigmoid,
+    single_label_metrics,
+    softmax,
     to_numpy,
 )
 
@@ -267,6 +272,103 @@ class BinaryClassification(MultiLabelClassification):
         return _one_label(self.name, label_names)
 
 
+class SingleLabelClassification(Task):
+    """One class per example (cross-entropy models): softmax probabilities over the classes, the argmax is the
+    prediction. Labels are class indices (int64 (N,)). No decision thresholds: the end of a run draws and
+    records the confusion matrix of the best epoch instead."""
+
+    name = "single_label_classification"
+    report_name = "single_label_classification"
+    config_problem_type = "single_label_classification"
+    card_words = "classification"
+    card_tag = "multi-class-classification"
+    card_metrics = (
+        ("accuracy", "accuracy", "accuracy"),
+        ("balanced_accuracy", "balanced_accuracy", "balanced accuracy"),
+        ("macro_auroc", "roc_auc", "macro AUROC (one-vs-rest)"),
+    )
+    progress_keys = ("accuracy", "balanced_accuracy", "macro_auroc")
+
+    def check_recipe(self, recipe) -> None:
+        from .recipe import RecipeError
+
+        if recipe.training.pos_weight is not None:
+            raise RecipeError(
+                "training.pos_weight weighs the positives of a per-label sigmoid loss; a single-label classifier "
+                "uses cross-entropy over classes: remove training.pos_weight (data.balanced_sampler evens out "
+                "classes)"
+            )
+
+    def scores(self, logits):
+        return logits.float().softmax(dim=-1)
+
+    def metric_names(self, config, label_names):
+        names = [str(name) for name in label_names]
+        return ["accuracy", "balanced_accuracy", "macro_auroc", *(f"recall_{n}" for n in names),
+                *(f"auroc_{n}" for n in names)]
+
+    def metrics(self, config, scores, labels, label_names):
+        return single_label_metrics(scores, labels, label_names)
+
+    def finish(self, scores, labels, label_names, evaluation, model_dir, plots_dir):
+        from .plots import confusion_counts, plot_confusion_matrix
+
+        names = [str(name) for name in label_names]
+        counts = confusion_counts(np.argmax(scores, axis=1), class_indices(labels), len(names))
+        plot_confusion_matrix(counts, names, Path(plots_dir) / "confusion_matrix.png")
+        return {"confusion_matrix": {"labels": names, "counts": counts.tolist()}}
+
+    def labels_text(self, labels):
+        return (
+            f"{', '.join(f'`{label}`' for label in labels)} (single-label: one softmax probability per class, "
+            "summing to 1; the prediction is the most probable class)."
+        )
+
+    def card_results_extra(self, report):
+        matrix = report.get("confusion_matrix") or {}
+        names, counts = matrix.get("labels"), matrix.get("counts")
+        if not names or not counts:
+            return ""
+        text = "\n\nConfusion matrix of the best epoch on validation (rows: true class, columns: predicted):\n\n"
+        text += "| true \\ predicted | " + " | ".join(names) + " |\n"
+        text += "| --- |" + " --- |" * len(names) + "\n"
+        for name, row in zip(names, counts, strict=True):
+            text += f"| {name} | " + " | ".join(str(c) for c in row) + " |\n"
+        return text
+
+    def predictions(self, logits, label_names):
+        scores = torch.softmax(logits.float(), dim=-1).tolist()
+        return [{"label": n, "score": float(p)} for n, p in zip(label_names, scores, strict=True)]
+
+    def report_lines(self, report):
+        lines = super().report_lines(report)
+        matrix = report.get("confusion_matrix") or {}
+        for index, (name, row) in enumerate(zip(matrix.get("labels") or (), matrix.get("counts") or (), strict=False)):
+            total = sum(row)
+            recall = "n/a" if not total else f"{row[index] / total:.2f}"
+            lines.append(f"{name:<18} recall {recall} ({total} images)")
+        return lines
+
+    def compute_metrics(self, label_names, label_weights=None, thresholds=None):
+        label_names = [str(name) for name in label_names]
+        if len(label_names) < 2:
+            raise ValueError(
+                f"task {self.name!r} needs at least two classes, got label_names {label_names}; a single output "
+                "is task 'binary'"
+            )
+        if label_weights is not None or thresholds is not None:
+            raise ValueError(
+                f"label_weights and thresholds are for sigmoid outputs; task {self.name!r} (softmax, argmax) takes "
+                "neither"
+            )
+
+        def compute_metrics(eval_pred):
+            probabilities = softmax(to_numpy(_first(eval_pred.predictions)))
+            return single_label_metrics(probabilities, _first(eval_pred.label_ids), label_names)
+
+        return compute_metrics
+
+
 class Regression(Task):
     """One raw output per example (e.g. brain age in years), MSE loss; no thresholds."""
 
@@ -337,7 +439,8 @@ def _one_label(task: str, label_names) -> list[str]:
 
 
 TASKS: dict[str, Task] = {
-    task.name: task for task in (Regression(), BinaryClassification(), MultiLabelClassification())
+    task.name: task
+    for task in (Regression(), BinaryClassification(), MultiLabelClassification(), SingleLabelClassification())
 }
 """Every task by name, most specific first: `task_for` takes the first that handles a config."""
 
@@ -364,6 +467,7 @@ __all__ = [
     "BinaryClassification",
     "MultiLabelClassification",
     "Regression",
+    "SingleLabelClassification",
     "TASKS",
     "Task",
     "get_task",

@@ -1,6 +1,7 @@
 """The task layer: which task a config has, and what each task computes, reports and rejects."""
 
 import json
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -29,21 +30,23 @@ def test_task_for_reads_problem_type_and_label_count(config, task):
 def test_an_unknown_task_is_a_clear_error():
     with pytest.raises(ValueError, match="task must be one of"):
         get_task("ordinal")
-    with pytest.raises(ValueError, match="no hfmed task handles problem_type 'single_label_classification'"):
-        task_for(SimpleNamespace(problem_type="single_label_classification", num_labels=3))
+    with pytest.raises(ValueError, match="no hfmed task handles problem_type 'ordinal_regression'"):
+        task_for(SimpleNamespace(problem_type="ordinal_regression", num_labels=3))
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))
 def test_metric_names_are_the_keys_the_metrics_return(name):
     # `evaluation.metric` is checked against metric_names before training: they must be what is computed.
     task = TASKS[name]
-    label_names = ["a", "b", "c"] if name == "multi_label_classification" else ["a"]
+    label_names = ["a", "b", "c"] if name.endswith("_classification") else ["a"]
     rng = np.random.default_rng(0)
     labels = (rng.random((40, len(label_names))) > 0.5).astype(np.float32)
     labels[:2] = [0.0], [1.0]
     scores = rng.random((40, len(label_names))).astype(np.float32)
     if name == "regression":
         labels = rng.normal(60, 10, (40, 1)).astype(np.float32)
+    if name == "single_label_classification":
+        labels = rng.integers(0, len(label_names), 40)
     # Equal label weights give a mean log loss, RSNA-style weights a weighted one: the names follow.
     for weights in (None, [2.0] + [1.0] * (len(label_names) - 1)):
         config = SimpleNamespace(loss_label_weights=weights)
@@ -108,3 +111,116 @@ def test_trainer_compute_metrics_come_from_the_task():
     compute = get_task("regression").compute_metrics(["age"])
     result = compute(EvalPrediction(predictions=np.array([[60.0], [70.0]]), label_ids=np.array([[62.0], [67.0]])))
     assert result["mae"] == pytest.approx(2.5)
+
+
+# --- single-label classification (softmax over classes, class-index labels) ----------------------------------
+
+
+def single_label_config(num_labels=3):
+    from hfmed import movl_config
+
+    return movl_config("movl-tiny", id2label={i: f"class{i}" for i in range(num_labels)})
+
+
+def test_a_single_label_config_gets_the_softmax_task():
+    config = single_label_config()
+    assert config.problem_type == "single_label_classification"
+    assert task_for(config).name == "single_label_classification"
+    assert task_for(single_label_config().__class__(**{**config.to_dict(), "problem_type": None})).name == (
+        "single_label_classification"
+    )
+
+
+def test_single_label_scores_are_a_softmax_over_classes():
+    logits = torch.tensor([[1.0, 2.0, 3.0], [1000.0, 0.0, -1000.0]])
+    scores = get_task("single_label_classification").scores(logits)
+    expected = torch.exp(logits - logits.max(dim=1, keepdim=True).values)
+    torch.testing.assert_close(scores, expected / expected.sum(dim=1, keepdim=True))
+    torch.testing.assert_close(scores.sum(dim=1), torch.ones(2))
+    rows = get_task("single_label_classification").predictions(torch.tensor([0.0, math.log(3.0)]), ["x", "y"])
+    assert rows == [{"label": "x", "score": pytest.approx(0.25)}, {"label": "y", "score": pytest.approx(0.75)}]
+
+
+def test_single_label_metrics_equal_sklearn():
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, recall_score, roc_auc_score
+
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 4, 120)
+    logits = rng.normal(size=(120, 4)) + 1.5 * np.eye(4)[labels]
+    scores = get_task("single_label_classification").scores(torch.tensor(logits)).numpy()
+    names = ["adipose", "debris", "lymphocytes", "mucus"]
+    metrics = get_task("single_label_classification").metrics(None, scores, labels, names)
+    predicted = scores.argmax(axis=1)
+    assert 0.4 < metrics["accuracy"] < 0.95  # neither trivial nor perfect: the comparison means something
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(labels, predicted))
+    assert metrics["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(labels, predicted))
+    assert metrics["macro_auroc"] == pytest.approx(roc_auc_score(labels, scores, multi_class="ovr", average="macro"))
+    recalls = recall_score(labels, predicted, average=None)
+    for c, name in enumerate(names):
+        assert metrics[f"recall_{name}"] == pytest.approx(recalls[c])
+        assert metrics[f"auroc_{name}"] == pytest.approx(roc_auc_score(labels == c, scores[:, c]))
+
+
+def test_single_label_trainer_compute_metrics_applies_the_softmax_and_refuses_thresholds():
+    from sklearn.metrics import roc_auc_score
+
+    task = get_task("single_label_classification")
+    logits = np.array([[2.0, 0.0, -1.0], [0.0, 3.0, 0.0], [0.5, 0.0, 1.0], [3.0, 0.0, 2.0], [-1.0, 1.0, 0.0]])
+    labels = np.array([0, 1, 2, 2, 1])
+    result = task.compute_metrics(["a", "b", "c"])(EvalPrediction(predictions=(logits,), label_ids=labels))
+    assert result["accuracy"] == pytest.approx(4 / 5)
+    assert result["balanced_accuracy"] == pytest.approx((1 + 1 + 0.5) / 3)
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    assert result["macro_auroc"] == pytest.approx(roc_auc_score(labels, probabilities, multi_class="ovr"))
+    from hfmed.metrics import make_compute_metrics
+
+    same = make_compute_metrics(["a", "b", "c"], task="single_label_classification")
+    assert same(EvalPrediction(predictions=logits, label_ids=labels[:, None])) == result
+    with pytest.raises(ValueError, match="takes neither"):
+        task.compute_metrics(["a", "b", "c"], thresholds=[0.5, 0.5, 0.5])
+    with pytest.raises(ValueError, match="at least two classes"):
+        task.compute_metrics(["a"])
+    with pytest.raises(ValueError, match=r"shape \(N, 3\)"):
+        task.compute_metrics(["a", "b", "c"])(EvalPrediction(predictions=logits[:, :2], label_ids=labels))
+    with pytest.raises(ValueError, match=r"class indices in \[0, 3\)"):
+        task.compute_metrics(["a", "b", "c"])(EvalPrediction(predictions=logits, label_ids=labels + 1))
+
+
+def test_single_label_finish_records_and_draws_the_confusion_matrix(tmp_path):
+    scores = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.1, 0.1, 0.8], [0.3, 0.3, 0.4]])
+    labels = np.array([0, 1, 1, 2, 2])
+    extra = get_task("single_label_classification").finish(
+        scores, labels, ["a", "b", "c"], Recipe().evaluation, tmp_path / "model", tmp_path / "plots"
+    )
+    # Rows are the true classes: one "b" was called "a"; everything else is right.
+    assert extra == {"confusion_matrix": {"labels": ["a", "b", "c"], "counts": [[1, 0, 0], [1, 1, 0], [0, 0, 2]]}}
+    assert (tmp_path / "plots" / "confusion_matrix.png").stat().st_size > 1000
+    assert not (tmp_path / "model").exists()  # no thresholds to write into the config
+
+    report = {"best": {"metrics": {"accuracy": 0.8, "balanced_accuracy": 0.8333, "macro_auroc": 0.9}}, **extra}
+    task = get_task("single_label_classification")
+    assert task.report_lines(report) == [
+        f"{'accuracy':<18} 0.8000", f"{'balanced_accuracy':<18} 0.8333", f"{'macro_auroc':<18} 0.9000",
+        f"{'a':<18} recall 1.00 (1 images)", f"{'b':<18} recall 0.50 (2 images)", f"{'c':<18} recall 1.00 (2 images)",
+    ]
+    assert task.headline(report) == ("accuracy", 0.8)
+    table = task.card_results_extra(report)
+    assert "| b | 1 | 1 | 0 |" in table and "| true \\ predicted | a | b | c |" in table
+
+
+def test_single_label_rejects_the_per_label_positive_weight():
+    recipe = Recipe()
+    recipe.training.pos_weight = "auto"
+    with pytest.raises(RecipeError, match="remove training.pos_weight"):
+        get_task("single_label_classification").check_recipe(recipe)
+    recipe.training.pos_weight = None
+    recipe.data.balanced_sampler = True
+    get_task("single_label_classification").check_recipe(recipe)  # evens out classes: allowed
+
+
+def test_single_label_card_metrics_are_computed_and_the_label_sentence_says_softmax():
+    task = get_task("single_label_classification")
+    names = task.metric_names(single_label_config(), ["a", "b"])
+    assert [key for key, *_ in task.card_metrics] == ["accuracy", "balanced_accuracy", "macro_auroc"]
+    assert {key for key, *_ in task.card_metrics} | set(task.progress_keys) <= set(names)
+    assert "summing to 1" in task.labels_text(["a", "b"])

@@ -2,7 +2,8 @@
 
 Each metric is a folder `hfmed/metrics/<name>/<name>.py` that `evaluate.load(path)` reads offline (the
 Hub copies of `evaluate`'s canonical metrics are not needed). `classification_metrics` (multi-label: log loss,
-AUROC, accuracy per label), `binary_metrics` (one label: accuracy, balanced accuracy, AUROC) and
+AUROC, accuracy per label), `binary_metrics` (one label: accuracy, balanced accuracy, AUROC),
+`single_label_metrics` (one class per example: accuracy, balanced accuracy, macro one-vs-rest AUROC) and
 `regression_metrics` (one output: MAE, RMSE, Pearson r) run them and return one flat dict of floats, for a
 training loop; `make_compute_metrics` wraps them for `transformers.Trainer(compute_metrics=...)`.
 
@@ -165,6 +166,50 @@ def binary_metrics(probabilities, labels, threshold: float = 0.5) -> dict[str, f
     return {key: float(value) for key, value in output.items()}
 
 
+def class_indices(labels, name: str = "labels") -> np.ndarray:
+    """(N,) int64 class indices from an (N,) or (N, 1) array, list or tensor of whole numbers."""
+    array = one_output(labels, name)
+    if not (np.isfinite(array).all() and (array == np.round(array)).all()):
+        raise ValueError(f"{name} must be whole class indices (one per example), found {array[array != np.round(array)][:5]}")
+    return array.astype(np.int64)
+
+
+def single_label_metrics(probabilities, labels, label_names: Sequence[str]) -> dict[str, float]:
+    """Accuracy, balanced accuracy, per-class recall and one-vs-rest AUROC of a single-label classifier.
+
+    Args:
+        probabilities: (N, C) class probabilities (after the softmax) or logits: the metrics read the argmax
+            and each column's order only.
+        labels: (N,) or (N, 1) class indices in [0, C).
+        label_names: C class names; result keys are `recall_<name>` and `auroc_<name>`.
+
+    Returns:
+        `{"accuracy", "balanced_accuracy", "macro_auroc", "recall_<name>"..., "auroc_<name>"...}`; a class absent
+        from `labels` has `nan` recall and AUROC and is left out of the balanced accuracy and the macro mean.
+    """
+    probabilities = to_numpy(probabilities)
+    labels = class_indices(labels)
+    label_names = [str(name) for name in label_names]
+    if probabilities.ndim != 2 or probabilities.shape[1] != len(label_names):
+        raise ValueError(
+            f"probabilities must have shape (N, {len(label_names)}) for {len(label_names)} class names; "
+            f"got {probabilities.shape}"
+        )
+    _same_length(probabilities, labels, "probabilities and labels")
+    results: dict[str, float] = {}
+    for name in ("multiclass_accuracy", "multiclass_auroc"):
+        output = _cached_metric(name).compute(predictions=probabilities, references=labels, label_names=label_names)
+        results.update({key: float(value) for key, value in output.items()})
+    return results
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Class probabilities along the last axis, shifted by the row maximum so large logits do not overflow."""
+    logits = np.asarray(logits, dtype=np.float64)
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
 def sigmoid(logits: np.ndarray) -> np.ndarray:
     # exp(-log(1 + exp(-x))) neither overflows for large |x| nor loses small probabilities to rounding.
     return np.exp(-np.logaddexp(0.0, -logits))
@@ -183,8 +228,10 @@ def make_compute_metrics(
         label_names: the names of the model's outputs (one for "binary" and "regression").
         label_weights, thresholds: see `classification_metrics` (classification tasks only).
         task: "multi_label_classification" (sigmoid of the logits, then `classification_metrics`), "binary"
-            (one label: the same, plus `binary_metrics` at `thresholds`, default 0.5) or "regression" (one
-            output: `regression_metrics` of the raw logits); any name of `hfmed.tasks.TASKS`.
+            (one label: the same, plus `binary_metrics` at `thresholds`, default 0.5),
+            "single_label_classification" (softmax of the logits, then `single_label_metrics`; the label ids
+            are class indices) or "regression" (one output: `regression_metrics` of the raw logits); any name
+            of `hfmed.tasks.TASKS`.
     """
     from ..tasks import get_task
 
@@ -195,11 +242,14 @@ __all__ = [
     "METRICS_DIR",
     "available_metrics",
     "binary_metrics",
+    "class_indices",
     "classification_metrics",
     "load_metric",
     "make_compute_metrics",
     "one_output",
     "regression_metrics",
     "sigmoid",
+    "single_label_metrics",
+    "softmax",
     "to_numpy",
 ]
