@@ -20,6 +20,8 @@ from transformers import PreTrainedConfig
 from transformers.activations import ACT2FN
 
 SKIP_CONNECTIONS = ("image", "attention", "both")
+# One class per pixel; not one of transformers' classifier / regressor values.
+PROBLEM_TYPE = "semantic_segmentation"
 
 
 # Copied from hfmed.models.slice_cnn.configuration_slice_cnn._is_int
@@ -94,6 +96,8 @@ class DIAMANTConfig(PreTrainedConfig):
             name and value for segmentation configs). Must lie outside `0..num_labels-1`.
 
     id2label / label2id: default `{0: "background", 1: "foreground"}` (binary lesion / polyp segmentation).
+    problem_type (`str`, defaults to `"semantic_segmentation"`): the only value a DIAMANT config takes (one class
+        per pixel); hfmed's task layer reads it. transformers' own values are for classifiers and regressors.
     """
 
     model_type = "diamant"
@@ -132,6 +136,8 @@ class DIAMANTConfig(PreTrainedConfig):
             self.encoder_widths = list(self.encoder_widths)
         if isinstance(self.decoder_widths, tuple):
             self.decoder_widths = list(self.decoder_widths)
+        if self.problem_type is None:
+            self.problem_type = PROBLEM_TYPE
         if self.id2label is None and kwargs.get("num_labels") is None:
             self.id2label = {0: "background", 1: "foreground"}
         super().__post_init__(**kwargs)
@@ -153,6 +159,11 @@ class DIAMANTConfig(PreTrainedConfig):
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.problem_type != PROBLEM_TYPE:
+            raise ValueError(
+                f"problem_type must be {PROBLEM_TYPE!r} (DIAMANT predicts one class per pixel), got "
+                f"{self.problem_type!r}: drop problem_type"
+            )
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
