@@ -4,6 +4,7 @@
     data = build_dataset("synthetic_ct", num_patients=60, slices_per_patient=8)   # or "rsna_ich", ...
     data = build_dataset("synthetic_cxr")   # multi-label chest X-ray: or "nih_chestxray14", "chexpert"
     data = build_dataset("synthetic_brain", target="age")   # 3-D brain MRI (NIfTI): or "nifti_csv"
+    data = build_dataset("synthetic_shift")   # one class per image; test and test_ood (scanner shift) splits
 
 Every builder returns `train` and `validation` splits (and `test` when asked for) with the columns `path`
 (absolute file path; the `hub` builder has an `image` column instead), `labels` (float32, one value per
@@ -36,6 +37,7 @@ from . import (
     synthetic_brain,
     synthetic_ct,
     synthetic_cxr,
+    synthetic_shift,
 )
 from .builder import Builder
 from .chest_xray import CHEXPERT_LABELS, NIH_LABELS
@@ -76,6 +78,7 @@ BUILDER_SPECS: dict[str, Builder] = {
         chexpert,
         nifti_csv,
         synthetic_brain,
+        synthetic_shift,
     )
 }
 BUILDERS: dict[str, Callable[..., DatasetDict]] = {name: spec.load for name, spec in BUILDER_SPECS.items()}

@@ -19,6 +19,10 @@ class Builder:
     label_regions: dict | None = None
     """Where each finding is drawn, `{label: (y0, x0, y1, x1)}` in image fractions (synthetic twins with
     findings in fixed boxes), for `hfmed.interpret`; `None` where unknown."""
+    source_backbone: Callable | None = None
+    """`(config, **args) -> path`: weights of the config's backbone pretrained on the builder's source set
+    (trained once, cached), for a recipe's `model.backbone_weights: data-source` (twins with a source domain);
+    `None` where the builder has no source set."""
 
 
 __all__ = ["Builder"]
