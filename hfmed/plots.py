@@ -320,4 +320,87 @@ def plot_regression(predictions, targets, out_path: str | Path, target_name: str
     return out_path
 
 
-__all__ = ["confusion_counts", "plot_confusion_matrix", "plot_history", "plot_regression", "plot_roc"]
+def _display_rgb(image) -> np.ndarray:
+    """(C, H, W) model input (normalised) -> (H, W, 3) in [0, 1] for display: min-max over the whole image, so
+    the colours keep their balance; one channel is shown grey."""
+    image = np.asarray(image, dtype=np.float64)
+    if image.ndim == 2:
+        image = image[None]
+    image = image[:3] if image.shape[0] >= 3 else np.repeat(image[:1], 3, axis=0)
+    low, high = float(image.min()), float(image.max())
+    image = (image - low) / (high - low) if high > low else np.zeros_like(image)
+    return image.transpose(1, 2, 0)
+
+
+def _class_overlay(rgb: np.ndarray, classes: np.ndarray, ignore_index: int, alpha: float = 0.45) -> np.ndarray:
+    from matplotlib import colormaps
+
+    colours = colormaps["tab10"].colors
+    out = rgb.copy()
+    for value in np.unique(classes):
+        if value == 0:
+            continue  # the background stays the image
+        colour = np.array([0.5, 0.5, 0.5]) if value == ignore_index else np.array(colours[(int(value) - 1) % 10])
+        where = classes == value
+        out[where] = (1 - alpha) * out[where] + alpha * colour
+    return out
+
+
+def plot_segmentation_overlays(images, predictions, references, label_names: Sequence[str], out_path: str | Path,
+                               ignore_index: int = 255) -> Path:
+    """A few validation images with the reference mask (left) and the prediction (right) drawn over them, one
+    row per image, each class in its own colour (background left clear; ignored reference pixels grey), the
+    row titled with the image's foreground Dice.
+
+    Args:
+        images: (K, C, H, W) model inputs (normalised pixel values; shown min-max scaled).
+        predictions: (K, H, W) predicted class indices.
+        references: (K, H, W) reference class indices (`ignore_index` where unknown).
+        label_names: the class names (class 0 is the background), for the legend.
+        out_path: the PNG to write (its folder is created if missing).
+    """
+    images, predictions, references = (np.asarray(v) for v in (images, predictions, references))
+    if images.ndim != 4 or predictions.shape != references.shape or predictions.shape != (
+        images.shape[0], *images.shape[-2:]
+    ):
+        raise ValueError(
+            f"need images (K, C, H, W) with predictions and references (K, H, W) of the same K, H, W; got "
+            f"{images.shape}, {predictions.shape}, {references.shape}"
+        )
+    if images.shape[0] == 0:
+        raise ValueError("no image to draw: pass at least one")
+    label_names = [str(name) for name in label_names]
+    from matplotlib import colormaps
+    from matplotlib.patches import Patch
+
+    rows = images.shape[0]
+    figure, axes = _new_figure(6.4, 3.2 * rows + 0.4, nrows=rows, ncols=2)
+    for row in range(rows):
+        rgb = _display_rgb(images[row])
+        valid = references[row] != ignore_index
+        predicted, truth = (predictions[row] > 0) & valid, (references[row] > 0) & valid
+        total = int(predicted.sum() + truth.sum())
+        dice = f"{2 * int((predicted & truth).sum()) / total:.3f}" if total else "n/a (empty)"
+        for column, (classes, title) in enumerate(((references[row], "reference"), (predictions[row], "prediction"))):
+            ax = axes[row, column]
+            ax.imshow(_class_overlay(rgb, classes, ignore_index))
+            ax.set_axis_off()
+            ax.set_title(f"{title}" + (f" (foreground Dice {dice})" if column else ""), fontsize="small")
+    colours = colormaps["tab10"].colors
+    handles = [Patch(color=colours[(i - 1) % 10], label=name) for i, name in enumerate(label_names) if i > 0]
+    figure.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4) or 1, fontsize="small")
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    _save(figure, out_path)
+    return out_path
+
+
+__all__ = [
+    "confusion_counts",
+    "plot_confusion_matrix",
+    "plot_history",
+    "plot_regression",
+    "plot_roc",
+    "plot_segmentation_overlays",
+]

@@ -12,6 +12,8 @@ interpret code ask `task_for(config)` and never branch on the task themselves.
     single_label_classification  softmax over classes, one class per example (MedMNIST tissue types): accuracy,
                                  balanced accuracy, macro one-vs-rest AUROC, a confusion matrix
     regression                   raw outputs (brain age): MAE, RMSE, Pearson r
+    semantic_segmentation        softmax over classes per pixel (polyps, skin lesions): Dice per class and
+                                 foreground mean, IoU per class and mean, overlays of validation images
 
 Adding a task (segmentation, say) is one `Task` subclass here, put in `TASKS`, plus its metric module under
 `hfmed/metrics/`.
@@ -32,6 +34,7 @@ from .metrics import (
     classification_metrics,
     one_output,
     regression_metrics,
+    segmentation_metrics,
     sigmoid,
     single_label_metrics,
     softmax,
@@ -56,6 +59,9 @@ class Task:
     """(metrics key, Hub metric type, name) of the results a card reports."""
     progress_keys: tuple = ()
     """Metrics printed after each epoch besides the loss and the selection metric."""
+    keep_inputs: int = 0
+    """How many validation inputs (`pixel_values`, the first in order) the training loop keeps for
+    `finish_inputs` (e.g. to draw the predictions on them)."""
 
     def handles(self, config) -> bool:
         """Whether a model config belongs to this task (by default: its `problem_type` is the task's)."""
@@ -80,6 +86,11 @@ class Task:
     def finish(self, scores, labels, label_names, evaluation, model_dir: Path, plots_dir: Path) -> dict:
         """End-of-run work on the best epoch's validation scores (plots, thresholds); returns the entries it
         adds to metrics.json."""
+        return {}
+
+    def finish_inputs(self, config, inputs, scores, labels, label_names, plots_dir: Path) -> dict:
+        """End-of-run work on the kept validation inputs (`keep_inputs` of them, with the best epoch's scores and
+        labels of those inputs); returns the entries it adds to metrics.json."""
         return {}
 
     def labels_text(self, labels: Sequence[str]) -> str:
@@ -431,6 +442,126 @@ class Regression(Task):
         return compute_metrics
 
 
+class SemanticSegmentation(Task):
+    """One class per pixel: softmax probabilities over the classes at every pixel, the argmax is the predicted
+    mask. Labels are int64 (N, H, W) class maps, the config's `semantic_loss_ignore_index` where a pixel counts
+    nowhere. Metrics pool every validation pixel (`segmentation_metrics`); the end of a run draws the best
+    epoch's predictions over the first validation images (plots/overlays.png)."""
+
+    name = "semantic_segmentation"
+    report_name = "semantic_segmentation"
+    config_problem_type = "semantic_segmentation"
+    card_words = "semantic segmentation"
+    card_tag = "image-segmentation"
+    card_metrics = (
+        ("mean_dice", "dice", "foreground mean Dice"),
+        ("mean_iou", "mean_iou", "mean IoU"),
+    )
+    progress_keys = ("mean_dice", "mean_iou")
+    keep_inputs = 4
+
+    def check_recipe(self, recipe) -> None:
+        from .recipe import RecipeError
+
+        if recipe.training.pos_weight is not None:
+            raise RecipeError(
+                "training.pos_weight weighs the positives of a per-label sigmoid loss; a segmentation model's loss "
+                "is per pixel (set its weights in the model config): remove training.pos_weight"
+            )
+        if recipe.data.balanced_sampler:
+            raise RecipeError(
+                "data.balanced_sampler evens out the labels of whole images; a segmentation model has a class per "
+                "pixel: set data.balanced_sampler to false"
+            )
+        if not recipe.evaluation.greater_is_better:
+            raise RecipeError(
+                f"evaluation.greater_is_better is false, but every segmentation metric (Dice, IoU; here "
+                f"{recipe.evaluation.metric!r}) is better when greater: set it to true"
+            )
+
+    def scores(self, logits):
+        return logits.float().softmax(dim=1)
+
+    def metric_names(self, config, label_names):
+        names = [str(name) for name in label_names]
+        return ["mean_dice", *(f"dice_{n}" for n in names), "mean_iou", *(f"iou_{n}" for n in names)]
+
+    def metrics(self, config, scores, labels, label_names):
+        return segmentation_metrics(np.argmax(scores, axis=1), labels, label_names, _ignore_index(config))
+
+    def finish_inputs(self, config, inputs, scores, labels, label_names, plots_dir):
+        from .plots import plot_segmentation_overlays
+
+        count = min(len(inputs), self.keep_inputs)
+        if count == 0:
+            return {}
+        plot_segmentation_overlays(
+            inputs[:count], np.argmax(scores[:count], axis=1), labels[:count], label_names,
+            Path(plots_dir) / "overlays.png", ignore_index=_ignore_index(config),
+        )
+        return {}
+
+    def labels_text(self, labels):
+        return (
+            f"{', '.join(f'`{label}`' for label in labels)} (semantic segmentation: one softmax probability per "
+            "class at every pixel; the mask is the most probable class, the first class is the background)."
+        )
+
+    def card_results_extra(self, report):
+        if not _results_of(report):
+            return ""
+        return (
+            "\n\nDice and IoU count every validation pixel together (not a mean of per-image scores); the mean "
+            "Dice averages the foreground classes, the mean IoU every class, background included."
+        )
+
+    def predictions(self, logits, label_names):
+        raise ValueError(
+            "a segmentation model answers a mask per pixel: use pipeline('image-segmentation') or "
+            "hfmed.pipelines.segment, not the volume pipeline"
+        )
+
+    def prediction_lines(self, rows):
+        # The image-segmentation pipeline's rows: one per class present, with a 0/255 mask.
+        return [f"{row['label']:<18} {float(np.mean(np.asarray(row['mask']) > 0)):.1%} of the image" for row in rows]
+
+    def report_lines(self, report):
+        lines = super().report_lines(report)
+        metrics = report["best"]["metrics"]
+        lines += [f"{key:<18} {value:.4f}" for key, value in metrics.items()
+                  if key.startswith("dice_") and value is not None]
+        return lines
+
+    def compute_metrics(self, label_names, label_weights=None, thresholds=None, ignore_index: int = 255):
+        label_names = [str(name) for name in label_names]
+        if len(label_names) < 2:
+            raise ValueError(
+                f"task {self.name!r} needs at least two classes (background and one more), got {label_names}"
+            )
+        if label_weights is not None or thresholds is not None:
+            raise ValueError(
+                f"label_weights and thresholds are for sigmoid outputs; task {self.name!r} (argmax per pixel) takes "
+                "neither"
+            )
+
+        def compute_metrics(eval_pred):
+            logits = np.asarray(_first(eval_pred.predictions))
+            labels = np.asarray(_first(eval_pred.label_ids)).astype(np.int64)
+            # Trainer pads label maps of different sizes with -100 when it concatenates batches.
+            labels = np.where(labels == -100, ignore_index, labels)
+            return segmentation_metrics(np.argmax(logits, axis=1), labels, label_names, ignore_index)
+
+        return compute_metrics
+
+
+def _ignore_index(config) -> int:
+    return int(getattr(config, "semantic_loss_ignore_index", 255))
+
+
+def _results_of(report) -> dict:
+    return ((report or {}).get("best") or {}).get("metrics") or {}
+
+
 def _one_label(task: str, label_names) -> list[str]:
     names = [str(name) for name in label_names]
     if len(names) != 1:
@@ -440,7 +571,13 @@ def _one_label(task: str, label_names) -> list[str]:
 
 TASKS: dict[str, Task] = {
     task.name: task
-    for task in (Regression(), BinaryClassification(), MultiLabelClassification(), SingleLabelClassification())
+    for task in (
+        SemanticSegmentation(),
+        Regression(),
+        BinaryClassification(),
+        MultiLabelClassification(),
+        SingleLabelClassification(),
+    )
 }
 """Every task by name, most specific first: `task_for` takes the first that handles a config."""
 
@@ -467,6 +604,7 @@ __all__ = [
     "BinaryClassification",
     "MultiLabelClassification",
     "Regression",
+    "SemanticSegmentation",
     "SingleLabelClassification",
     "TASKS",
     "Task",

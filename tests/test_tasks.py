@@ -47,6 +47,10 @@ def test_metric_names_are_the_keys_the_metrics_return(name):
         labels = rng.normal(60, 10, (40, 1)).astype(np.float32)
     if name == "single_label_classification":
         labels = rng.integers(0, len(label_names), 40)
+    if name == "semantic_segmentation":  # (N, C, H, W) per-pixel scores, (N, H, W) class maps
+        label_names = ["background", "polyp", "tool"]
+        scores = rng.random((4, 3, 8, 8)).astype(np.float32)
+        labels = rng.integers(0, 3, (4, 8, 8))
     # Equal label weights give a mean log loss, RSNA-style weights a weighted one: the names follow.
     for weights in (None, [2.0] + [1.0] * (len(label_names) - 1)):
         config = SimpleNamespace(loss_label_weights=weights)
@@ -224,3 +228,95 @@ def test_single_label_card_metrics_are_computed_and_the_label_sentence_says_soft
     assert [key for key, *_ in task.card_metrics] == ["accuracy", "balanced_accuracy", "macro_auroc"]
     assert {key for key, *_ in task.card_metrics} | set(task.progress_keys) <= set(names)
     assert "summing to 1" in task.labels_text(["a", "b"])
+
+
+# --- semantic segmentation ---------------------------------------------------------------------------------
+
+
+def test_a_segmentation_config_gets_the_segmentation_task():
+    from hfmed import diamant_config
+
+    assert task_for(diamant_config("diamant-tiny")).name == "semantic_segmentation"
+    assert task_for(diamant_config("diamant-tiny", use_attention_encoder=False)).name == "semantic_segmentation"
+
+
+def test_segmentation_scores_are_a_softmax_over_the_class_axis():
+    logits = torch.randn(2, 3, 4, 5, generator=torch.Generator().manual_seed(0))
+    scores = get_task("semantic_segmentation").scores(logits)
+    torch.testing.assert_close(scores, torch.exp(logits) / torch.exp(logits).sum(dim=1, keepdim=True))
+    torch.testing.assert_close(scores.sum(dim=1), torch.ones(2, 4, 5))
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("training", "pos_weight", "auto", "remove training.pos_weight"),
+        ("data", "balanced_sampler", True, "set data.balanced_sampler to false"),
+        ("evaluation", "greater_is_better", False, "set it to true"),
+    ],
+)
+def test_segmentation_rejects_options_that_do_not_apply(section, key, value, message):
+    task = get_task("semantic_segmentation")
+    recipe = Recipe()
+    task.check_recipe(recipe)  # the defaults are fine
+    setattr(getattr(recipe, section), key, value)
+    with pytest.raises(RecipeError, match=message):
+        task.check_recipe(recipe)
+
+
+def test_segmentation_metrics_ignore_pixels_with_the_configs_ignore_index():
+    task = get_task("semantic_segmentation")
+    labels = np.array([[[0, 1], [1, 7]]])
+    scores = np.zeros((1, 2, 2, 2), dtype=np.float32)
+    scores[0, 1] = [[0.0, 1.0], [0.0, 1.0]]  # predicted: [[0, 1], [0, 1]]
+    # Pixel (1, 1) is ignored under index 7: polyp Dice = 2 * 1 / (1 + 2).
+    config = SimpleNamespace(semantic_loss_ignore_index=7)
+    metrics = task.metrics(config, scores, labels, ["background", "polyp"])
+    assert metrics["dice_polyp"] == pytest.approx(2 / 3) and metrics["mean_dice"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="outside the classes 0..1"):
+        task.metrics(SimpleNamespace(), scores, labels, ["background", "polyp"])  # 7 is a class value under 255
+
+
+def test_segmentation_report_lines_and_headline():
+    report = {"best": {"metrics": {"mean_dice": 0.81, "dice_background": 0.97, "dice_polyp": 0.81,
+                                   "mean_iou": 0.8, "iou_background": 0.95, "iou_polyp": 0.65}}}
+    task = get_task("semantic_segmentation")
+    assert task.report_lines(report) == [f"{'mean_dice':<18} 0.8100", f"{'mean_iou':<18} 0.8000",
+                                         f"{'dice_background':<18} 0.9700", f"{'dice_polyp':<18} 0.8100"]
+    assert task.headline(report) == ("foreground mean Dice", 0.81)
+
+
+def test_segmentation_pipeline_rows_print_the_share_of_the_image_per_class():
+    from PIL import Image
+
+    mask = np.zeros((4, 5), dtype=np.uint8)
+    mask[:2, :2] = 255
+    rows = [{"score": None, "label": "polyp", "mask": Image.fromarray(mask)}]
+    assert get_task("semantic_segmentation").prediction_lines(rows) == [f"{'polyp':<18} 20.0% of the image"]
+
+
+def test_segmentation_finish_draws_the_kept_validation_inputs(tmp_path):
+    task = get_task("semantic_segmentation")
+    rng = np.random.default_rng(0)
+    inputs = rng.normal(size=(6, 3, 16, 16)).astype(np.float32)
+    scores = rng.random((6, 2, 16, 16)).astype(np.float32)
+    labels = rng.integers(0, 2, (6, 16, 16))
+    assert task.finish_inputs(SimpleNamespace(), inputs, scores, labels, ["background", "polyp"], tmp_path) == {}
+    from PIL import Image
+
+    with Image.open(tmp_path / "overlays.png") as image:
+        # keep_inputs rows of (reference, prediction): taller than wide.
+        assert image.size[1] > image.size[0]
+
+
+def test_segmentation_trainer_metrics_take_the_argmax_and_skip_trainers_padding():
+    compute = get_task("semantic_segmentation").compute_metrics(["background", "polyp"])
+    logits = np.zeros((1, 2, 2, 3), dtype=np.float32)
+    logits[0, 1, 0, :] = 5.0  # row 0 predicted polyp
+    labels = np.array([[[1, 1, 0], [0, 0, -100]]])
+    result = compute(EvalPrediction(predictions=logits, label_ids=labels))
+    # polyp: predicted 3 pixels, labelled 2, overlap 2 -> 4 / 5; background: 2 predicted (1 padded), 3 labelled.
+    assert result["dice_polyp"] == pytest.approx(0.8) and result["mean_dice"] == pytest.approx(0.8)
+    assert result["iou_background"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="takes neither"):
+        get_task("semantic_segmentation").compute_metrics(["background", "polyp"], thresholds=0.5)

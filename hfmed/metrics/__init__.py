@@ -4,7 +4,8 @@ Each metric is a folder `hfmed/metrics/<name>/<name>.py` that `evaluate.load(pat
 Hub copies of `evaluate`'s canonical metrics are not needed). `classification_metrics` (multi-label: log loss,
 AUROC, accuracy per label), `binary_metrics` (one label: accuracy, balanced accuracy, AUROC),
 `single_label_metrics` (one class per example: accuracy, balanced accuracy, macro one-vs-rest AUROC) and
-`regression_metrics` (one output: MAE, RMSE, Pearson r) run them and return one flat dict of floats, for a
+`regression_metrics` (one output: MAE, RMSE, Pearson r) and `segmentation_metrics` (one class per pixel: Dice,
+IoU) run them and return one flat dict of floats, for a
 training loop; `make_compute_metrics` wraps them for `transformers.Trainer(compute_metrics=...)`.
 
 `evaluate` takes seconds to import, so it is imported inside the functions that need it, never when
@@ -203,6 +204,33 @@ def single_label_metrics(probabilities, labels, label_names: Sequence[str]) -> d
     return results
 
 
+def segmentation_metrics(predictions, references, label_names: Sequence[str], ignore_index: int = 255) -> dict[str, float]:
+    """Dice per class, the foreground mean Dice, IoU per class and the mean IoU of a segmentation model.
+
+    Args:
+        predictions: (N, H, W) predicted class indices (the argmax over classes), or a list of (H, W) maps.
+        references: (N, H, W) reference class indices, `ignore_index` where a pixel counts nowhere.
+        label_names: the C class names (class 0 is the background); keys are `dice_<name>` and `iou_<name>`.
+        ignore_index: the reference value of ignored pixels (the config's `semantic_loss_ignore_index`).
+
+    Returns:
+        `{"mean_dice", "dice_<name>"..., "mean_iou", "iou_<name>"...}`, counts pooled over every pixel of the
+        split (`segmentation_dice`, `segmentation_iou`); `mean_dice` averages the foreground classes, `mean_iou`
+        every class. A class that appears nowhere is `nan` and left out of the means.
+    """
+    label_names = [str(name) for name in label_names]
+    predictions = [np.asarray(p, dtype=np.int64) for p in (predictions.tolist() if hasattr(predictions, "detach")
+                                                           else predictions)]
+    references = [np.asarray(r, dtype=np.int64) for r in (references.tolist() if hasattr(references, "detach")
+                                                          else references)]
+    kwargs = {"num_labels": len(label_names), "ignore_index": int(ignore_index), "label_names": label_names}
+    results: dict[str, float] = {}
+    for name in ("segmentation_dice", "segmentation_iou"):
+        output = _cached_metric(name).compute(predictions=predictions, references=references, **kwargs)
+        results.update({key: float(value) for key, value in output.items()})
+    return results
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Class probabilities along the last axis, shifted by the row maximum so large logits do not overflow."""
     logits = np.asarray(logits, dtype=np.float64)
@@ -230,8 +258,9 @@ def make_compute_metrics(
         task: "multi_label_classification" (sigmoid of the logits, then `classification_metrics`), "binary"
             (one label: the same, plus `binary_metrics` at `thresholds`, default 0.5),
             "single_label_classification" (softmax of the logits, then `single_label_metrics`; the label ids
-            are class indices) or "regression" (one output: `regression_metrics` of the raw logits); any name
-            of `hfmed.tasks.TASKS`.
+            are class indices), "regression" (one output: `regression_metrics` of the raw logits) or
+            "semantic_segmentation" (argmax over the classes of (N, C, H, W) logits, then `segmentation_metrics`
+            against (N, H, W) label maps); any name of `hfmed.tasks.TASKS`.
     """
     from ..tasks import get_task
 
@@ -248,6 +277,7 @@ __all__ = [
     "make_compute_metrics",
     "one_output",
     "regression_metrics",
+    "segmentation_metrics",
     "sigmoid",
     "single_label_metrics",
     "softmax",
