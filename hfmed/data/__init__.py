@@ -4,13 +4,16 @@
     data = build_dataset("synthetic_ct", num_patients=60, slices_per_patient=8)   # or "rsna_ich", ...
     data = build_dataset("synthetic_cxr")   # multi-label chest X-ray: or "nih_chestxray14", "chexpert"
     data = build_dataset("synthetic_brain", target="age")   # 3-D brain MRI (NIfTI): or "nifti_csv"
+    data = build_dataset("synthetic_lesion")   # segmentation (Kvasir-SEG layout): or "seg_folder", "hub_segmentation"
     data = build_dataset("synthetic_shift")   # one class per image; test and test_ood (scanner shift) splits
 
 Every builder returns `train` and `validation` splits (and `test` when asked for) with the columns `path`
 (absolute file path; the `hub` builder has an `image` column instead), `labels` (float32, one value per
 label in the builder's `label_names` order, default `RSNA_LABELS`) and `patient_id` (str). The MRI builders
 (`nifti_csv`, `synthetic_brain`) give `path`, `image` (a `datasets.Nifti` of the same file, decoded lazily),
-`labels` (float32, length 1: age in years, or AD = 1 / CN = 0) and `subject_id` instead. Pixels are never
+`labels` (float32, length 1: age in years, or AD = 1 / CN = 0) and `subject_id` instead. The segmentation
+builders (`seg_folder`, `synthetic_lesion`) give `path`, `mask_path`, `image_id` and `group_id` (the unit the
+split keeps together); `hub_segmentation` gives `image`, `mask` and `group_id`. Pixels are never
 stored: `hfmed.data.transforms.make_transform` decodes them lazily, in DataLoader workers.
 
 Each builder is the module named by its builder key (`hfmed/data/<builder>.py`), which declares itself as
@@ -30,23 +33,28 @@ from datasets import DatasetDict
 from . import (
     chexpert,
     hub,
+    hub_segmentation,
     image_csv,
     nifti_csv,
     nih_chestxray14,
     rsna_ich,
+    seg_folder,
     synthetic_brain,
     synthetic_ct,
     synthetic_cxr,
+    synthetic_lesion,
     synthetic_shift,
 )
 from .builder import Builder
 from .chest_xray import CHEXPERT_LABELS, NIH_LABELS
 from .chexpert import load_chexpert
 from .hub import load_hub_dataset
+from .hub_segmentation import load_hub_segmentation
 from .image_csv import load_image_csv
 from .nifti_csv import ADNI_DIAGNOSIS_MAP, load_nifti_csv
 from .nih_chestxray14 import load_nih_chestxray14
 from .rsna_ich import load_rsna_ich
+from .seg_folder import load_seg_folder
 from .splits import patient_split
 from .synthetic_brain import (
     ensure_synthetic_brain,
@@ -63,6 +71,7 @@ from .synthetic_cxr import (
     write_synthetic_chexpert,
     write_synthetic_nih,
 )
+from .synthetic_lesion import load_synthetic_lesion, synthetic_lesion_image, write_synthetic_lesion
 from .transforms import balanced_sampler, collate, make_transform, pos_weight_from_data
 
 # Each builder module declares itself (`BUILDER`, named by its builder key).
@@ -79,6 +88,9 @@ BUILDER_SPECS: dict[str, Builder] = {
         nifti_csv,
         synthetic_brain,
         synthetic_shift,
+        seg_folder,
+        hub_segmentation,
+        synthetic_lesion,
     )
 }
 BUILDERS: dict[str, Callable[..., DatasetDict]] = {name: spec.load for name, spec in BUILDER_SPECS.items()}
@@ -135,22 +147,27 @@ __all__ = [
     "ensure_synthetic_brain",
     "ensure_synthetic_rsna",
     "load_hub_dataset",
+    "load_hub_segmentation",
     "load_chexpert",
     "load_image_csv",
     "load_nifti_csv",
     "load_nih_chestxray14",
     "load_rsna_ich",
+    "load_seg_folder",
     "load_synthetic_brain",
     "load_synthetic_ct",
     "load_synthetic_cxr",
+    "load_synthetic_lesion",
     "make_transform",
     "patient_split",
     "pos_weight_from_data",
     "synthetic_brain_volume",
     "synthetic_ct_slice",
     "synthetic_cxr_image",
+    "synthetic_lesion_image",
     "write_synthetic_brain",
     "write_synthetic_chexpert",
+    "write_synthetic_lesion",
     "write_synthetic_nih",
     "write_synthetic_rsna",
 ]
