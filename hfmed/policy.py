@@ -12,8 +12,9 @@ parameter below it (`"backbones"` covers `"backbones.0.conv1.weight"`):
                             holds them
 
 `TrainingPolicy` reads these declarations, and is the one extension point of the training loop: a family
-that must change what trains at an epoch boundary (staged strategies), or add a loss term, subclasses it in
-its family module and sets `Family(training_policy=...)`:
+that must change what trains at an epoch boundary (staged strategies), add model inputs it can compute once
+and reuse (`prepare_batch`: DIAMANT's cached attention maps), or add a loss term, subclasses it in its family
+module and sets `Family(training_policy=...)`:
 
     class StagedPolicy(TrainingPolicy):
         def on_epoch_start(self, model, epoch):
@@ -65,6 +66,12 @@ class TrainingPolicy:
     def on_epoch_start(self, model, epoch: int) -> None:
         """Called on the unwrapped model before every epoch (0-based; also when a run resumes inside an epoch).
         Change what trains here (`requires_grad`); the default changes nothing."""
+
+    def prepare_batch(self, model, batch: dict) -> dict:
+        """Called on the unwrapped model with every batch, in training and in evaluation, right before the
+        forward; returns the batch the model is called with (and `loss` sees). The default returns it unchanged.
+        Inputs added here must equal what the model would compute itself, so a run does not depend on them."""
+        return batch
 
     def loss(self, model, batch, outputs):
         """The loss the loop backpropagates and logs; the default is the model's `outputs.loss`."""

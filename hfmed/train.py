@@ -159,17 +159,19 @@ class Run:
             getattr(callback, event, lambda *a: None)(self.state, *args)
 
 
-def evaluate_model(model, loader, accelerator, task: Task | None = None):
+def evaluate_model(model, loader, accelerator, task: Task | None = None, policy: TrainingPolicy | None = None):
     """Mean loss, scores and labels over a loader, gathered across processes.
 
     Scores are what the task makes of the logits (sigmoid probabilities for a classifier, the raw outputs for
-    a regression model).
+    a regression model). `policy.prepare_batch` (default: none) sees every batch before the forward.
     """
     task = task or task_for(accelerator.unwrap_model(model).config)
+    policy = policy or TrainingPolicy()
     model.eval()
     losses, scores, labels = [], [], []
     with torch.no_grad():
         for batch in loader:
+            batch = policy.prepare_batch(accelerator.unwrap_model(model), batch)
             outputs = model(**batch)
             count = batch["labels"].shape[0]
             loss = outputs.loss.detach().float().repeat(count)
@@ -397,6 +399,7 @@ def _train_step(run: Run, epoch: int, batch) -> torch.Tensor:
     # for bit (iterator creation draws from the global RNG).
     torch.manual_seed(_step_seed(training.seed, accelerator.process_index, epoch, run.state.batch_in_epoch))
     with accelerator.accumulate(model):
+        batch = run.policy.prepare_batch(accelerator.unwrap_model(model), batch)
         outputs = model(**batch)
         loss = run.policy.loss(accelerator.unwrap_model(model), batch, outputs)
         accelerator.backward(loss)
@@ -430,7 +433,7 @@ def _step_seed(seed: int, rank: int, epoch: int, position: int) -> int:
 def evaluate(run: Run, epoch: int) -> dict:
     """Validation metrics after `epoch`; the best epoch so far is exported to `model/`. Returns the record."""
     accelerator, state, evaluation = run.accelerator, run.state, run.recipe.evaluation
-    eval_loss, scores, labels = evaluate_model(run.model, run.eval_loader, accelerator, run.task)
+    eval_loss, scores, labels = evaluate_model(run.model, run.eval_loader, accelerator, run.task, run.policy)
     metrics = run.task.metrics(accelerator.unwrap_model(run.model).config, scores, labels, run.label_names)
     record = {"epoch": epoch + 1, "step": state.step, "train_loss": state.running_loss / max(state.seen, 1)}
     record.update({"eval_loss": eval_loss}, **{f"eval_{k}": v for k, v in metrics.items()})
