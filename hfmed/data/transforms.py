@@ -4,7 +4,9 @@
     loader = DataLoader(train_set, batch_size=16, shuffle=True, collate_fn=collate, num_workers=4)
 
 Decoding (DICOM -> Hounsfield units -> windows -> resize -> normalise) is the image processor's job and runs
-in the DataLoader workers; augmentations run after it, on the normalised tensor.
+in the DataLoader workers; augmentations run after it, on the normalised tensor. A segmentation dataset has a
+`mask_path` (or `mask`) column: the processor turns the masks into int64 (B, H, W) `labels`
+(`segmentation_maps=`), and each augmentation moves image and mask together (the mask with nearest neighbours).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import torch
 from torch.utils.data import WeightedRandomSampler
 
 AUGMENT_KEYS = ("hflip", "rotate_degrees", "scale", "translate")
+MASK_COLUMNS = ("mask_path", "mask")
+"""Columns that hold a segmentation mask per row (a file path, or an image `datasets` decodes)."""
 
 
 def _check_augment(augment: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -82,15 +86,21 @@ def _num_channels(image_processor: Any) -> int:
     return len(mean) if isinstance(mean, Sequence) and not isinstance(mean, str) else 3
 
 
-def build_augmentation(augment: Mapping[str, Any] | None, fill: Sequence[float] | float = 0.0):
+def build_augmentation(augment: Mapping[str, Any] | None, fill: Sequence[float] | float = 0.0,
+                       mask_fill: int | None = None):
     """The torchvision v2 pipeline for `augment`, or `None` when it changes nothing.
 
     Random numbers come from torch's global generator, so `torch.manual_seed` (and DataLoader's per-worker
-    seeding) makes runs reproducible.
+    seeding) makes runs reproducible. With `mask_fill`, the pipeline takes `(tv_tensors.Image,
+    tv_tensors.Mask)` pairs: one draw moves both, the mask with nearest neighbours, and mask pixels moved in
+    from outside get `mask_fill` (the ignore index: nobody labelled them).
     """
+    from torchvision import tv_tensors
     from torchvision.transforms import InterpolationMode, v2
 
     settings = _check_augment(augment)
+    if mask_fill is not None:
+        fill = {tv_tensors.Image: list(fill) if isinstance(fill, Sequence) else fill, tv_tensors.Mask: mask_fill}
     steps = []
     if settings["hflip"] > 0:
         steps.append(v2.RandomHorizontalFlip(p=settings["hflip"]))
@@ -130,7 +140,10 @@ def make_transform(
 
     Returns:
         `transform(batch) -> {"pixel_values": float32 (B, C, H, W), "labels": float32 (B, L)}` (`labels` only
-        when the batch has them; an integer `labels` column, one class index per row, gives int64 (B,)).
+        when the batch has them; an integer `labels` column, one class index per row, gives int64 (B,)). A
+        `mask_path` or `mask` column (segmentation) goes to the processor as `segmentation_maps` and gives int64
+        (B, H, W) `labels`; augmentations then move each image and its mask together (mask pixels moved in
+        from outside get the processor's `ignore_index`).
     """
     return BatchTransform(image_processor, augment, train, seed)
 
@@ -152,8 +165,11 @@ class BatchTransform:
         self.augment = _check_augment(augment)
         self.train = bool(train)
         num_channels = _num_channels(image_processor)
-        self.augmentation = (
-            build_augmentation(self.augment, _background(image_processor, num_channels))
+        background = _background(image_processor, num_channels)
+        self.augmentation = build_augmentation(self.augment, background) if self.train else None
+        # Image + mask pairs: the same moves, nearest for the mask, unlabelled pixels moved in are ignored.
+        self.mask_augmentation = (
+            build_augmentation(self.augment, background, mask_fill=int(getattr(image_processor, "ignore_index", 255)))
             if self.train
             else None
         )
@@ -165,28 +181,55 @@ class BatchTransform:
             inputs = list(batch["image"])
         else:
             raise KeyError(f"the batch has no 'path' or 'image' column, only {sorted(batch)}")
-        pixel_values = self.image_processor(inputs, return_tensors="pt")["pixel_values"].to(torch.float32)
+        masks = next((list(batch[column]) for column in MASK_COLUMNS if column in batch), None)
+        if masks is not None and "labels" in batch:
+            raise ValueError(
+                "the batch has both a mask column and a 'labels' column: a segmentation dataset's labels come from "
+                "its masks; remove the 'labels' column"
+            )
+        if masks is None:
+            pixel_values = self.image_processor(inputs, return_tensors="pt")["pixel_values"].to(torch.float32)
+            labels = _labels_tensor(batch["labels"]) if "labels" in batch else None
+        else:
+            encoded = self.image_processor(inputs, segmentation_maps=masks, return_tensors="pt")
+            pixel_values, labels = encoded["pixel_values"].to(torch.float32), encoded["labels"].to(torch.int64)
         if self.augmentation is not None:
             keys = batch.get("path") or batch.get("image_id")
-            if self.seed is None or keys is None:
+            if masks is not None:
+                pixel_values, labels = self._augment_pairs(pixel_values, labels, keys)
+            elif self.seed is None or keys is None:
                 pixel_values = torch.stack([self.augmentation(image) for image in pixel_values])
             else:
                 pixel_values = torch.stack(
                     [self._augment_seeded(image, key) for image, key in zip(pixel_values, keys, strict=True)]
                 )
         out = {"pixel_values": pixel_values}
-        if "labels" in batch:
-            out["labels"] = _labels_tensor(batch["labels"])
+        if labels is not None:
+            out["labels"] = labels
         return out
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def _augment_seeded(self, image: torch.Tensor, key: Any) -> torch.Tensor:
+    def _augment_seeded(self, image: torch.Tensor, key: Any, augmentation=None) -> Any:
         example_seed = zlib.crc32(f"{self.seed}:{self.epoch}:{key}".encode())
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(example_seed)
-            return self.augmentation(image)
+            return (augmentation or self.augmentation)(image)
+
+    def _augment_pairs(self, pixel_values: torch.Tensor, labels: torch.Tensor, keys) -> tuple:
+        from torchvision import tv_tensors
+
+        images, masks = [], []
+        for index, (image, mask) in enumerate(zip(pixel_values, labels, strict=True)):
+            pair = (tv_tensors.Image(image), tv_tensors.Mask(mask))
+            if self.seed is None or keys is None:
+                image, mask = self.mask_augmentation(pair)
+            else:
+                image, mask = self._augment_seeded(pair, keys[index], self.mask_augmentation)
+            images.append(image.as_subclass(torch.Tensor))
+            masks.append(mask.as_subclass(torch.Tensor))
+        return torch.stack(images), torch.stack(masks)
 
     def __repr__(self) -> str:
         return f"BatchTransform(train={self.train}, augment={self.augment}, seed={self.seed})"
@@ -304,6 +347,7 @@ def pos_weight_from_data(dataset: Any) -> list[float]:
 
 __all__ = [
     "AUGMENT_KEYS",
+    "MASK_COLUMNS",
     "BatchTransform",
     "balanced_sampler",
     "build_augmentation",
