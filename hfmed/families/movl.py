@@ -44,7 +44,7 @@ FAMILY = Family(
     },
     training_policy=MoVLTrainingPolicy(),
     # Issue 12 (training, data, Hub, Space) adds these.
-    pending=("demo recipe", "Space", "card facts"),
+    pending=("demo recipe", "card facts"),
 )
 
 __all__ = ["FAMILY", "MoVLTrainingPolicy"]
