@@ -229,8 +229,8 @@ def space_examples(family_name: str) -> list[Path]:
 def unique_copy(source: Path, folder: Path, tag: str) -> Path:
     """A valid copy of `source` whose bytes differ from every other tag's (so gradio stores it apart).
 
-    DICOM: another PatientID; PNG: a text chunk; gzip (.nii.gz): another gzip header time; NIfTI: another
-    `descrip`. The pixels are the same.
+    DICOM: another PatientID; PNG: a text chunk; JPEG: a comment segment; gzip (.nii.gz): another gzip header
+    time; NIfTI: another `descrip`. The pixels are the same.
     """
     import gzip
     import zlib
@@ -254,6 +254,14 @@ def unique_copy(source: Path, folder: Path, tag: str) -> Path:
         info.add_text("hfmed-tag", tag)
         with Image.open(source) as image:
             image.save(target, pnginfo=info)
+    elif source.suffix.lower() in (".jpg", ".jpeg"):
+        import struct
+
+        data, comment = source.read_bytes(), tag.encode()
+        if data[:2] != b"\xff\xd8":
+            raise ValueError(f"unique_copy: {name} does not start with a JPEG SOI marker")
+        # a COM segment right after SOI: other bytes, the same decoded pixels
+        target.write_bytes(data[:2] + b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment + data[2:])
     elif source.suffix == ".nii":
         import nibabel as nib
 

@@ -106,7 +106,8 @@ def _wrong_modality(processor_modalities) -> str:
 
 
 def hostile_inputs(family: str, folder: Path, allowed_modalities=("CT",)) -> list[Hostile]:
-    """Writes the hostile files for `family`'s Space into `folder`."""
+    """Writes the hostile files for `family`'s Space into `folder`; `allowed_modalities` None: the Space reads
+    every DICOM Modality (no wrong-modality file)."""
     folder.mkdir(parents=True, exist_ok=True)
     examples = space_examples(family)
     kinds = {_kind(p) for p in examples}
@@ -132,8 +133,9 @@ def hostile_inputs(family: str, folder: Path, allowed_modalities=("CT",)) -> lis
         add("notes.dcm", b"hello, not dicom\n", r"not a DICOM file")
         add("no_pixels.dcm", None, r"no PixelData|no pixel data",
             _dicom_variant(source, folder / "no_pixels.dcm", PixelData=None))
-        wrong = _wrong_modality(allowed_modalities)
-        add("wrong_modality.dcm", Path(wrong).read_bytes(), r"Modality '(MR|CT)' is not in allowed_modalities")
+        if allowed_modalities is not None:  # None: the processor reads every Modality
+            wrong = _wrong_modality(allowed_modalities)
+            add("wrong_modality.dcm", Path(wrong).read_bytes(), r"Modality '(MR|CT)' is not in allowed_modalities")
         # a header claiming 65535 x 65535 pixels over a 64 x 64 pixel payload
         add("huge_header.dcm", None, r"65535x65535|max_image_pixels|does not match",
             _dicom_variant(source, folder / "huge_header.dcm", Rows=65535, Columns=65535))
