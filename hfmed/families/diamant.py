@@ -31,7 +31,7 @@ FAMILY = Family(
     },
     pipeline_task="image-segmentation",
     # Issue 13 (the segmentation task, data, training, Hub, Space) adds these.
-    pending=("demo recipe", "Space", "card facts"),
+    pending=("demo recipe", "card facts"),
 )
 
 __all__ = ["FAMILY"]
