@@ -177,10 +177,13 @@ SPACES_DIR = REPO / "spaces"
 # Slice-CNN grid (16x20x16) holds the bundled examples' 192x224x192 mm field of view at 12 mm.
 TINY_PROCESSOR_OVERRIDES = {"slice_cnn": {"target_spacing": [12.0, 12.0, 12.0]}}
 # Config fields of the tiny served models that differ from the tiny preset: LT-ViT serves the five findings of
-# its demo recipe and bundled examples (configs/lt-vit-demo.yaml), not NIH's fourteen.
+# its demo recipe and bundled examples (configs/lt-vit-demo.yaml), not NIH's fourteen; MoVL the four classes of
+# its examples (the shifted twin's target task), with a random prompt (a zero prompt would not show).
 TINY_CONFIG_OVERRIDES = {
     "lt_vit": {"id2label": {0: "Atelectasis", 1: "Cardiomegaly", 2: "Effusion", 3: "Consolidation",
                             4: "Pneumothorax"}},
+    "movl": {"id2label": {0: "round_nucleus", 1: "lobed_nucleus", 2: "spindle_nucleus", 3: "granular"},
+             "prompt_init": "normal"},
 }
 
 
