@@ -4,6 +4,7 @@
     data = build_dataset("synthetic_ct", num_patients=60, slices_per_patient=8)   # or "rsna_ich", ...
     data = build_dataset("synthetic_cxr")   # multi-label chest X-ray: or "nih_chestxray14", "chexpert"
     data = build_dataset("synthetic_brain", target="age")   # 3-D brain MRI (NIfTI): or "nifti_csv"
+    data = build_dataset("medmnist", npz_path="pathmnist_224.npz")   # single-label: or "image_folder"
     data = build_dataset("synthetic_lesion")   # segmentation (Kvasir-SEG layout): or "seg_folder", "hub_segmentation"
     data = build_dataset("synthetic_shift")   # one class per image; test and test_ood (scanner shift) splits
 
@@ -13,8 +14,10 @@ label in the builder's `label_names` order, default `RSNA_LABELS`) and `patient_
 (`nifti_csv`, `synthetic_brain`) give `path`, `image` (a `datasets.Nifti` of the same file, decoded lazily),
 `labels` (float32, length 1: age in years, or AD = 1 / CN = 0) and `subject_id` instead. The segmentation
 builders (`seg_folder`, `synthetic_lesion`) give `path`, `mask_path`, `image_id` and `group_id` (the unit the
-split keeps together); `hub_segmentation` gives `image`, `mask` and `group_id`. Pixels are never
-stored: `hfmed.data.transforms.make_transform` decodes them lazily, in DataLoader workers.
+split keeps together); `hub_segmentation` gives `image`, `mask` and `group_id`. The single-label builders
+(`medmnist`, `image_folder`, `synthetic_shift`, and `hub` with `single_label=True`) give `labels` as one int64
+class index per row (a ClassLabel where the builder knows the names), and a `test_ood` split when a second,
+shifted source is given. Pixels are never stored: `hfmed.data.transforms.make_transform` decodes them lazily, in DataLoader workers.
 
 Each builder is the module named by its builder key (`hfmed/data/<builder>.py`), which declares itself as
 `BUILDER = Builder(name, load, path_args=...)`: the recipe checks the declared path arguments before a run.
@@ -35,6 +38,8 @@ from . import (
     hub,
     hub_segmentation,
     image_csv,
+    image_folder,
+    medmnist,
     nifti_csv,
     nih_chestxray14,
     rsna_ich,
@@ -51,6 +56,8 @@ from .chexpert import load_chexpert
 from .hub import load_hub_dataset
 from .hub_segmentation import load_hub_segmentation
 from .image_csv import load_image_csv
+from .image_folder import load_image_folder
+from .medmnist import MEDMNIST_2D, load_medmnist
 from .nifti_csv import ADNI_DIAGNOSIS_MAP, load_nifti_csv
 from .nih_chestxray14 import load_nih_chestxray14
 from .rsna_ich import load_rsna_ich
@@ -81,6 +88,8 @@ BUILDER_SPECS: dict[str, Builder] = {
         synthetic_ct,
         rsna_ich,
         image_csv,
+        image_folder,
+        medmnist,
         hub,
         synthetic_cxr,
         nih_chestxray14,
@@ -139,6 +148,7 @@ __all__ = [
     "check_builder_args",
     "CHEXPERT_LABELS",
     "LABEL_REGIONS",
+    "MEDMNIST_2D",
     "NIH_LABELS",
     "SYNTHETIC_CXR_LABELS",
     "balanced_sampler",
@@ -150,6 +160,8 @@ __all__ = [
     "load_hub_segmentation",
     "load_chexpert",
     "load_image_csv",
+    "load_image_folder",
+    "load_medmnist",
     "load_nifti_csv",
     "load_nih_chestxray14",
     "load_rsna_ich",

@@ -2,7 +2,8 @@
 
 The images stay in the `image` column and are decoded lazily by `datasets` (as PIL images), then windowed /
 normalised by the image processor in the transform. The label column is turned into the common `labels`
-vectors in `label_names` order.
+vectors in `label_names` order, or, with `single_label=True`, into one class index per row (a ClassLabel over
+`label_names`) for cross-entropy models.
 """
 
 from __future__ import annotations
@@ -125,6 +126,40 @@ def _labels_of(dataset: Dataset, label_column: str | Sequence[str], label_names:
     )
 
 
+def _class_indices_of(dataset: Dataset, label_column: str | Sequence[str], label_names: list[str]) -> np.ndarray:
+    """The (num_rows,) int64 class indices (in `label_names` order) of one split's single-label column."""
+    if not isinstance(label_column, str):
+        raise ValueError(
+            f"single_label=True reads one class per row from one column, got label_column={list(label_column)}: "
+            "pass the name of a ClassLabel, class-name or class-index column"
+        )
+    feature = dataset.features[label_column]
+    values = dataset.select_columns([label_column]).with_format(None)[:][label_column]
+    if isinstance(feature, ClassLabel):
+        values = [feature.int2str(int(v)) for v in values]
+    elif isinstance(feature, Value) and feature.dtype.startswith(("int", "uint")):
+        indices = np.asarray(values, dtype=np.int64)
+        if indices.size and (indices.min() < 0 or indices.max() >= len(label_names)):
+            raise ValueError(
+                f"label column {label_column!r} holds class indices {int(indices.min())}..{int(indices.max())} but "
+                f"there are {len(label_names)} label_names: give one name per class, in index order"
+            )
+        return indices
+    elif not (isinstance(feature, Value) and feature.dtype in ("string", "large_string")):
+        raise ValueError(
+            f"label column {label_column!r} has feature {feature}; single_label=True expects a ClassLabel, class "
+            "names (strings) or class indices (integers)"
+        )
+    index = {name: i for i, name in enumerate(label_names)}
+    unknown = sorted({str(v) for v in values if v not in index})
+    if unknown:
+        raise ValueError(
+            f"label column {label_column!r} holds class name(s) {unknown[:10]} that are not in label_names="
+            f"{label_names}: add them to label_names (or map them first)"
+        )
+    return np.asarray([index[v] for v in values], dtype=np.int64)
+
+
 def _standardise(
     dataset: Dataset,
     split: str,
@@ -132,6 +167,7 @@ def _standardise(
     image_column: str,
     label_column: str | Sequence[str],
     patient_column: str | None,
+    single_label: bool = False,
 ) -> tuple[Dataset, bool]:
     """Keeps `image`, `labels`, `patient_id`; returns the dataset and whether real patient ids were found."""
     wanted = [image_column, *([label_column] if isinstance(label_column, str) else label_column)]
@@ -141,7 +177,10 @@ def _standardise(
             f"split {split!r} has no column(s) {missing}; its columns are {dataset.column_names} "
             "(set image_column / label_column)"
         )
-    labels = _labels_of(dataset, label_column, label_names)
+    if single_label:
+        labels, labels_feature = _class_indices_of(dataset, label_column, label_names), ClassLabel(names=label_names)
+    else:
+        labels, labels_feature = _labels_of(dataset, label_column, label_names), label_feature(len(label_names))
     has_patients = patient_column is not None and patient_column in dataset.column_names
     if has_patients:
         patients = [
@@ -152,7 +191,7 @@ def _standardise(
     out = dataset.select_columns([image_column])
     if image_column != "image":
         out = out.rename_column(image_column, "image")
-    out = out.add_column("labels", labels.tolist(), feature=label_feature(len(label_names)))
+    out = out.add_column("labels", labels.tolist(), feature=labels_feature)
     out = out.add_column("patient_id", patients, feature=Value("string"))
     return out, has_patients
 
@@ -166,6 +205,8 @@ def load_hub_dataset(
     val_fraction: float = 0.1,
     seed: int = 0,
     patient_column: str | None = "patient_id",
+    single_label: bool = False,
+    ood_split: str | None = None,
     **load_kwargs: Any,
 ) -> DatasetDict:
     """Builder `hub`: `datasets.load_dataset(repo_id, revision=revision, **load_kwargs)` with common columns.
@@ -183,11 +224,17 @@ def load_hub_dataset(
             otherwise image by image (with a warning).
         patient_column: column of patient ids, kept as `patient_id`; without it `patient_id` is
             `"<split>/<row>"`.
+        single_label: one class per image (cross-entropy models): `label_column` is one ClassLabel, class-name
+            or class-index column, and `labels` becomes a ClassLabel over `label_names` (an int64 class index
+            per row; a ClassLabel's own names are mapped to `label_names` by name).
+        ood_split: a split of the source from a shifted source (another site, scanner or stain), returned as
+            `test_ood`.
         **load_kwargs: passed to `datasets.load_dataset` (e.g. `name`, `data_dir`, `data_files`, `cache_dir`).
 
     Returns:
-        `DatasetDict` with `train`, `validation` (and `test` when the source has one); columns `image`,
-        `labels` (float32), `patient_id`.
+        `DatasetDict` with `train`, `validation` (and `test` when the source has one, `test_ood` with
+        `ood_split`); columns `image`, `labels` (float32 per label, or int64 class indices with
+        `single_label`), `patient_id`.
 
     Raises:
         The load error, re-raised with the repo id and the `HF_HUB_OFFLINE` state in its message.
@@ -216,9 +263,8 @@ def load_hub_dataset(
         )
     validation_name = next((name for name in VALIDATION_NAMES if name in splits), None)
     out = {}
-    train, train_has_patients = _standardise(
-        splits["train"], "train", label_names, image_column, label_column, patient_column
-    )
+    args = (label_names, image_column, label_column, patient_column, single_label)
+    train, train_has_patients = _standardise(splits["train"], "train", *args)
     if validation_name is None:
         if not train_has_patients and val_fraction > 0:
             warnings.warn(
@@ -237,14 +283,18 @@ def load_hub_dataset(
             )
     else:
         out["train"] = train
-        out["validation"], _ = _standardise(
-            splits[validation_name], validation_name, label_names, image_column, label_column, patient_column
-        )
+        out["validation"], _ = _standardise(splits[validation_name], validation_name, *args)
     if "test" in splits:
-        out["test"], _ = _standardise(
-            splits["test"], "test", label_names, image_column, label_column, patient_column
-        )
-    ignored = sorted(set(splits) - {"train", "test", *([validation_name] if validation_name else [])})
+        out["test"], _ = _standardise(splits["test"], "test", *args)
+    if ood_split is not None:
+        if ood_split not in splits or ood_split in ("train", "test", validation_name):
+            raise ValueError(
+                f"ood_split {ood_split!r} must name a split of {repo_id!r} other than train / validation / test; "
+                f"its splits: {sorted(splits)}"
+            )
+        out["test_ood"], _ = _standardise(splits[ood_split], ood_split, *args)
+    used = {"train", "test", *([validation_name] if validation_name else []), *([ood_split] if ood_split else [])}
+    ignored = sorted(set(splits) - used)
     if ignored:
         warnings.warn(
             f"dataset {repo_id!r}: split(s) {first_items(ignored)} are not used", UserWarning, stacklevel=2
