@@ -148,7 +148,8 @@ class Run:
     progress: Any = None
     started: float = 0.0
     best_eval: tuple | None = None
-    """(scores, labels) of the best epoch on validation, when this process evaluated it."""
+    """(scores, labels, kept inputs) of the best epoch on validation, when this process evaluated it; the kept
+    inputs are the first `task.keep_inputs` validation `pixel_values`."""
 
     @property
     def output_dir(self) -> Path:
@@ -159,11 +160,14 @@ class Run:
             getattr(callback, event, lambda *a: None)(self.state, *args)
 
 
-def evaluate_model(model, loader, accelerator, task: Task | None = None, policy: TrainingPolicy | None = None):
+def evaluate_model(model, loader, accelerator, task: Task | None = None, policy: TrainingPolicy | None = None,
+                   kept_inputs: list | None = None):
     """Mean loss, scores and labels over a loader, gathered across processes.
 
     Scores are what the task makes of the logits (sigmoid probabilities for a classifier, the raw outputs for
-    a regression model). `policy.prepare_batch` (default: none) sees every batch before the forward.
+    a regression model). `policy.prepare_batch` (default: none) sees every batch before the forward. A
+    `kept_inputs` list receives the gathered `pixel_values` of the first batches, at least `task.keep_inputs`
+    of them (for the task's end-of-run plots).
     """
     task = task or task_for(accelerator.unwrap_model(model).config)
     policy = policy or TrainingPolicy()
@@ -178,6 +182,8 @@ def evaluate_model(model, loader, accelerator, task: Task | None = None, policy:
             losses.append(accelerator.gather_for_metrics(loss).cpu())
             scores.append(accelerator.gather_for_metrics(task.scores(outputs.logits)).cpu())
             labels.append(accelerator.gather_for_metrics(batch["labels"]).cpu())
+            if kept_inputs is not None and sum(len(x) for x in kept_inputs) < task.keep_inputs:
+                kept_inputs.append(accelerator.gather_for_metrics(batch["pixel_values"]).cpu())
     model.train()
     return torch.cat(losses).mean().item(), torch.cat(scores).numpy(), torch.cat(labels).numpy()
 
@@ -433,7 +439,8 @@ def _step_seed(seed: int, rank: int, epoch: int, position: int) -> int:
 def evaluate(run: Run, epoch: int) -> dict:
     """Validation metrics after `epoch`; the best epoch so far is exported to `model/`. Returns the record."""
     accelerator, state, evaluation = run.accelerator, run.state, run.recipe.evaluation
-    eval_loss, scores, labels = evaluate_model(run.model, run.eval_loader, accelerator, run.task, run.policy)
+    kept: list = []
+    eval_loss, scores, labels = evaluate_model(run.model, run.eval_loader, accelerator, run.task, run.policy, kept)
     metrics = run.task.metrics(accelerator.unwrap_model(run.model).config, scores, labels, run.label_names)
     record = {"epoch": epoch + 1, "step": state.step, "train_loss": state.running_loss / max(state.seen, 1)}
     record.update({"eval_loss": eval_loss}, **{f"eval_{k}": v for k, v in metrics.items()})
@@ -447,7 +454,7 @@ def evaluate(run: Run, epoch: int) -> dict:
         )
     if _is_better(score, state.best, evaluation.greater_is_better):
         state.best = {"score": score, "epoch": epoch + 1, "step": state.step, "metrics": metrics}
-        run.best_eval = (scores, labels)
+        run.best_eval = (scores, labels, _first_inputs(kept, run.task.keep_inputs))
         save_model(accelerator, run.model, run.processor, run.output_dir / "model")
     return record
 
@@ -491,13 +498,20 @@ def finish(run: Run) -> Path:
     if best_eval is None:  # resumed after the best epoch: re-evaluate the saved best model
         best_eval = _evaluate_saved(output_dir / "model", run.eval_loader, accelerator, run.task)
     if accelerator.is_main_process:
-        scores, labels = best_eval
+        scores, labels, inputs = best_eval
         report = {
             "recipe": run.recipe.name, "task": run.task.report_name, "best": state.best, "history": state.history
         }
         report.update(
             run.task.finish(
                 scores, labels, run.label_names, run.recipe.evaluation, output_dir / "model", output_dir / "plots"
+            )
+        )
+        config = accelerator.unwrap_model(run.model).config
+        count = len(inputs)
+        report.update(
+            run.task.finish_inputs(
+                config, inputs, scores[:count], labels[:count], run.label_names, output_dir / "plots"
             )
         )
         report.update(
@@ -520,8 +534,14 @@ def _end(run: Run) -> Path:
 
 def _evaluate_saved(folder: Path, eval_loader, accelerator, task: Task):
     model = accelerator.prepare(load_model(folder))
-    _, scores, labels = evaluate_model(model, eval_loader, accelerator, task)
-    return scores, labels
+    kept: list = []
+    _, scores, labels = evaluate_model(model, eval_loader, accelerator, task, kept_inputs=kept)
+    return scores, labels, _first_inputs(kept, task.keep_inputs)
+
+
+def _first_inputs(kept: list, count: int):
+    """The first `count` kept validation inputs as one numpy array (none: an empty one)."""
+    return torch.cat(kept)[:count].numpy() if kept else torch.zeros(0).numpy()
 
 
 def _json_safe(value):
