@@ -267,8 +267,12 @@ def collate(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def labels_matrix(dataset: Any) -> np.ndarray:
-    """The (N, L) float64 label matrix of a dataset with a `labels` column (or of an array of labels)."""
+def labels_matrix(dataset: Any, num_classes: int | None = None) -> np.ndarray:
+    """The (N, L) float64 label matrix of a dataset with a `labels` column (or of an array of labels).
+
+    With `num_classes`, a column of class indices (single-label classification: one integer per row) becomes
+    its one-hot (N, num_classes) matrix.
+    """
     if hasattr(dataset, "column_names") and hasattr(dataset, "with_format"):
         if "labels" not in dataset.column_names:
             raise ValueError(f"the dataset has no 'labels' column, only {dataset.column_names}")
@@ -276,6 +280,14 @@ def labels_matrix(dataset: Any) -> np.ndarray:
         values = dataset.with_format("numpy", columns=["labels"])[:]["labels"]
     else:
         values = dataset
+    array = np.asarray(values)
+    if num_classes is not None and array.ndim == 1 and array.dtype.kind in "iu":
+        if array.size and (array.min() < 0 or array.max() >= num_classes):
+            raise ValueError(
+                f"labels hold class indices {int(array.min())}..{int(array.max())} outside [0, {num_classes}) for "
+                f"{num_classes} classes: fix the labels or the class names"
+            )
+        return np.eye(num_classes, dtype=np.float64)[array]
     matrix = np.asarray(values, dtype=np.float64)
     if matrix.ndim != 2:
         raise ValueError(f"labels must form an (N, L) matrix, got shape {matrix.shape}")
@@ -289,15 +301,17 @@ def balanced_sampler(dataset: Any, label_names: Sequence[str], seed: int = 0) ->
     and `n_0` the number of all-negative examples, an example positive for the labels P gets weight
     `1 / min_{j in P} n_j` (the inverse frequency of its rarest positive label), and an all-negative example
     gets `1 / n_0`. So the rare subtypes are drawn about as often as the common ones, and negatives as often
-    as the rarest-label group they would otherwise swamp.
+    as the rarest-label group they would otherwise swamp. With class indices (single-label classification),
+    every class is one label: each class is drawn about equally often.
 
     Args:
-        dataset: a dataset with a `labels` column (a transform, if set, is bypassed), or an (N, L) array.
+        dataset: a dataset with a `labels` column (a transform, if set, is bypassed), or an (N, L) array, or
+            (N,) integer class indices.
         label_names: the names of the L labels (checked against the label width; named in warnings).
         seed: seeds the sampler's own `torch.Generator`, so the draws are reproducible.
     """
-    labels = labels_matrix(dataset)
     names = list(label_names)
+    labels = labels_matrix(dataset, num_classes=len(names))
     if len(names) != labels.shape[1]:
         raise ValueError(
             f"label_names has {len(names)} names but the labels have {labels.shape[1]} values per example"
