@@ -139,8 +139,9 @@ def hostile_inputs(family: str, folder: Path, allowed_modalities=("CT",)) -> lis
         # a header claiming 65535 x 65535 pixels over a 64 x 64 pixel payload
         add("huge_header.dcm", None, r"65535x65535|max_image_pixels|does not match",
             _dicom_variant(source, folder / "huge_header.dcm", Rows=65535, Columns=65535))
-        add("nan_slope.dcm", None, r"NaN",
-            _nan_slope(source, folder / "nan_slope.dcm"))
+        grey = _grey_dicom(source, allowed_modalities)
+        if grey is not None:
+            add("nan_slope.dcm", None, r"NaN", _nan_slope(grey, folder / "nan_slope.dcm"))
     if "png" in kinds:
         add("notes.png", b"hello, not an image\n", NOT_AN_IMAGE)
         add("bomb.png", None, rf"{BIG_PNG}x{BIG_PNG}|max_image_pixels",
@@ -163,6 +164,20 @@ def hostile_inputs(family: str, folder: Path, allowed_modalities=("CT",)) -> lis
         add("huge_header.nii", _huge_nifti_header(), r"voxels|max_voxels")
         add("huge_header.nii.gz", gzip.compress(_huge_nifti_header(), mtime=0), r"voxels|max_voxels")
     return found
+
+
+def _grey_dicom(source: Path, allowed_modalities) -> Path | None:
+    """A grey DICOM the Space reads, to poison its rescale: the Space's own example when grey, else pydicom's
+    CT slice where CT is allowed (a colour DICOM has no Modality LUT, so a NaN slope changes nothing: MoVL's
+    stained-cell example); None where neither is."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    if int(pydicom.dcmread(source, stop_before_pixels=True).get("SamplesPerPixel", 1)) == 1:
+        return source
+    if allowed_modalities is None or "CT" in allowed_modalities:
+        return Path(get_testdata_file("CT_small.dcm"))
+    return None
 
 
 def _nan_slope(source: Path, target: Path) -> Path:

@@ -188,14 +188,13 @@ def test_hostile_files_get_a_one_line_error_in_bounded_time_and_memory(space, tm
 
 def _allowed_modalities(space) -> tuple | None:
     """The allowed DICOM modalities of the served model's processor (what 'wrong modality' must avoid); None
-    where the processor declares `allowed_modalities = None`, reading every Modality (DIAMANT: any 2-D image),
-    so that no DICOM has a wrong one."""
+    where the processor declares `allowed_modalities = None` (DIAMANT) or has no such setting (MoVL), reading
+    every Modality, so that no DICOM has a wrong one."""
     from transformers import AutoImageProcessor
 
     processor = AutoImageProcessor.from_pretrained(space["root"] / "model", trust_remote_code=True)
-    if hasattr(processor, "allowed_modalities") and processor.allowed_modalities is None:
-        return None
-    return tuple(getattr(processor, "allowed_modalities", None) or ("CT",))
+    modalities = getattr(processor, "allowed_modalities", None)
+    return None if modalities is None else tuple(modalities)
 
 
 # --- overload --------------------------------------------------------------------------------------------
