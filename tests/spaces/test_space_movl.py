@@ -1,6 +1,7 @@
 """The MoVL Space (spaces/movl): `predict`, the HTTP API (gradio_client), the page."""
 
 import json
+import os
 import re
 import shutil
 
@@ -32,6 +33,7 @@ EXAMPLES = SPACE / "examples"
 ROUND = EXAMPLES / "in_distribution_round_nucleus.png"
 LOBED = EXAMPLES / "in_distribution_lobed_nucleus.png"
 DICOM_EXAMPLE = EXAMPLES / "ood_granular.dcm"
+SCREENSHOT = REPO / "docs" / "space-movl.png"  # README; rewritten with HFMED_UPDATE_SCREENSHOTS=1
 CLASSES = dict(enumerate(TARGET_CLASSES))
 SIZE = 32  # movl-tiny's input
 FACTOR = 7  # the app enlarges 32 px pictures by 7 (ceil(224 / 32)) for display
@@ -334,6 +336,8 @@ def test_the_page_renders_in_headless_chromium(server, tmp_path):
     with Image.open(shot) as image:
         assert image.size == (1280, 1000)
     assert distinct_colours(shot) > 16  # text, the orange button, borders: not a blank page
+    if os.environ.get("HFMED_UPDATE_SCREENSHOTS"):
+        shutil.copy(shot, SCREENSHOT)
 
 
 # --- Space metadata and bundled examples -------------------------------------------------------------------
