@@ -123,3 +123,82 @@ def test_trainer_fine_tunes_a_slice_cnn_brain_age_model_with_regression_metrics(
     errors = predicted.predictions[:, 0] - predicted.label_ids[:, 0]
     assert last["eval_mae"] == pytest.approx(float(abs(errors).mean()), rel=1e-5)
     assert len(trainer.state.log_history) > 3 and -1.0 <= last["eval_pearson_r"] <= 1.0
+
+
+def write_learnable_pneumoniamnist(path, size=32, seed=0):
+    """A PneumoniaMNIST-layout .npz whose class shows as a bright disc (class 1) or a dark one (class 0)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    disc = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 4) ** 2
+    arrays = {}
+    for prefix, n in (("train", 32), ("val", 16), ("test", 8)):
+        labels = np.arange(n) % 2
+        images = rng.normal(110, 20, (n, size, size))
+        images[:, disc] += np.where(labels == 1, 90.0, -70.0)[:, None]
+        arrays[f"{prefix}_images"] = np.clip(images, 0, 255).astype(np.uint8)
+        arrays[f"{prefix}_labels"] = labels.astype(np.uint8)[:, None]
+    np.savez(path, **arrays)
+
+
+def test_trainer_fine_tunes_prompt_and_head_of_a_single_label_checkpoint_and_never_the_backbone(tmp_path):
+    from hfmed import MoVLForImageClassification, MoVLImageProcessor, movl_config
+    from hfmed.data.medmnist import MEDMNIST_2D
+
+    torch.manual_seed(0)
+    write_learnable_pneumoniamnist(tmp_path / "pneumoniamnist.npz")
+    data = build_dataset("medmnist", npz_path=str(tmp_path / "pneumoniamnist.npz"), cache_dir=str(tmp_path / "png"))
+    names = list(MEDMNIST_2D["pneumoniamnist"].labels)
+    config = movl_config("movl-tiny", id2label=dict(enumerate(names)), strategy="movl")
+    MoVLForImageClassification(config).save_pretrained(tmp_path / "checkpoint")
+    model = AutoModelForImageClassification.from_pretrained(tmp_path / "checkpoint")
+    processor = MoVLImageProcessor(size={"height": 32, "width": 32}, image_mean=config.image_mean,
+                                   image_std=config.image_std)
+    groups = model.parameter_groups()
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable == set(groups["prompt"]) | set(groups["head"]) and groups["prompt"] and groups["backbone"]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "trainer"), per_device_train_batch_size=8, per_device_eval_batch_size=16,
+        num_train_epochs=4, learning_rate=1e-2, eval_strategy="epoch", save_strategy="no", logging_steps=1,
+        remove_unused_columns=False, label_names=["labels"], report_to=[], use_cpu=True, seed=0,
+    )
+    trainer = Trainer(
+        model=model, args=args,
+        train_dataset=data["train"].with_transform(make_transform(processor, train=True)),
+        eval_dataset=data["validation"].with_transform(make_transform(processor)),
+        data_collator=collate, processing_class=processor,
+        compute_metrics=make_compute_metrics(names, task="single_label_classification"),
+    )
+    first = trainer.evaluate()
+    trainer.train()
+    last = trainer.evaluate()
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+    assert last["eval_loss"] < first["eval_loss"]
+
+    # Only the prompt and the probe moved; the backbone (weights and BatchNorm statistics) is bit-identical.
+    after = model.state_dict()
+    backbone = [k for k in before if k.startswith("movl.backbone.")]
+    assert backbone and all(torch.equal(before[k], after[k]) for k in backbone)
+    assert any(not torch.equal(before[k], after[k]) for k in groups["prompt"])
+    assert any(not torch.equal(before[k], after[k]) for k in groups["head"])
+
+    # The task's metrics equal a count from the raw predictions.
+    predicted = trainer.predict(data["validation"].with_transform(make_transform(processor)))
+    logits = predicted.predictions
+    assert logits.shape == (16, 2)
+    accuracy = float((logits.argmax(axis=1) == predicted.label_ids).mean())
+    assert last["eval_accuracy"] == pytest.approx(accuracy) and accuracy > 0.5
+    assert 0.0 <= last["eval_balanced_accuracy"] <= 1.0 and 0.0 <= last["eval_macro_auroc"] <= 1.0
+    assert {f"eval_recall_{n}" for n in names} | {f"eval_auroc_{n}" for n in names} <= set(last)
+
+    trainer.save_model(tmp_path / "saved")
+    reloaded = AutoModelForImageClassification.from_pretrained(tmp_path / "saved").eval()
+    batch = collate([data["validation"].with_transform(make_transform(processor))[0]])
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(pixel_values=batch["pixel_values"]).logits,
+                                   model(pixel_values=batch["pixel_values"]).logits)

@@ -127,6 +127,9 @@ class MoVLConfig(PreTrainedConfig):
 
     model_type = "movl"
     sub_configs_defaults = {"clip_vision_config": SubConfigSpec(CLIPVisionConfig, optional=True)}
+    # What `transformers.Trainer` leaves out of its predictions: the loss terms and features come before / after
+    # the logits in the output, and the logits must be what `compute_metrics` receives.
+    keys_to_ignore_at_inference = ["classification_loss", "discrepancy_loss", "features", "hidden_states"]
 
     backbone_type: str = "timm"
     backbone: str = "resnet50.tv_in1k"
