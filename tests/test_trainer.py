@@ -202,3 +202,59 @@ def test_trainer_fine_tunes_prompt_and_head_of_a_single_label_checkpoint_and_nev
     with torch.no_grad():
         torch.testing.assert_close(reloaded(pixel_values=batch["pixel_values"]).logits,
                                    model(pixel_values=batch["pixel_values"]).logits)
+
+
+def test_trainer_fine_tunes_a_segmentation_checkpoint_with_dice_and_iou(tmp_path):
+    from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
+
+    from hfmed import DIAMANTForSemanticSegmentation, DIAMANTImageProcessor, diamant_config
+    from tests.test_train_segmentation import write_folder
+
+    torch.manual_seed(0)
+    write_folder(tmp_path / "data", count=16)
+    data = build_dataset(
+        "seg_folder", root=str(tmp_path / "data"), layout="generic", image_dir="images", mask_dir="masks",
+        val_fraction=0.25, seed=0,
+    )
+    # The checkpoint: a saved model folder, loaded back through the Auto classes as a user would.
+    DIAMANTForSemanticSegmentation(diamant_config("diamant-tiny")).save_pretrained(tmp_path / "checkpoint")
+    DIAMANTImageProcessor(size={"height": 32, "width": 32}, size_divisor=8, mask_binarize_threshold=128).save_pretrained(
+        tmp_path / "checkpoint"
+    )
+    model = AutoModelForSemanticSegmentation.from_pretrained(tmp_path / "checkpoint")
+    processor = AutoImageProcessor.from_pretrained(tmp_path / "checkpoint")
+    dino_before = {k: v.clone() for k, v in model.state_dict().items() if ".dino." in k}
+    label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "trainer"), per_device_train_batch_size=4, per_device_eval_batch_size=8,
+        num_train_epochs=10, learning_rate=5e-3, eval_strategy="no", save_strategy="no", logging_steps=1,
+        remove_unused_columns=False, label_names=["labels"], report_to=[], use_cpu=True, seed=0,
+    )
+    trainer = Trainer(
+        model=model, args=args,
+        train_dataset=data["train"].with_transform(make_transform(processor, {"hflip": 0.5}, train=True)),
+        eval_dataset=data["validation"].with_transform(make_transform(processor)),
+        data_collator=collate, processing_class=processor,
+        compute_metrics=make_compute_metrics(label_names, task="semantic_segmentation"),
+    )
+    first = trainer.evaluate()
+    trainer.train()
+    last = trainer.evaluate()
+    assert last["eval_loss"] < first["eval_loss"]
+    assert last["eval_mean_dice"] > first["eval_mean_dice"] and last["eval_mean_dice"] > 0.5
+    # The Trainer's metrics are the task's on the same predictions (argmax per pixel, Dice pooled over pixels).
+    predicted = trainer.predict(data["validation"].with_transform(make_transform(processor)))
+    hits = predicted.predictions.argmax(1) == 1
+    truth = predicted.label_ids == 1
+    assert last["eval_dice_foreground"] == pytest.approx(2 * (hits & truth).sum() / (hits.sum() + truth.sum()))
+    # The frozen DINO ViT did not move.
+    after = model.state_dict()
+    assert dino_before and all(torch.equal(after[k], v) for k, v in dino_before.items())
+
+    trainer.save_model(tmp_path / "saved")
+    reloaded = AutoModelForSemanticSegmentation.from_pretrained(tmp_path / "saved").eval()
+    batch = collate([data["validation"].with_transform(make_transform(processor))[0]])
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(pixel_values=batch["pixel_values"]).logits,
+                                   model(pixel_values=batch["pixel_values"]).logits)
