@@ -271,7 +271,7 @@ def plot_confusion_matrix(counts, label_names: Sequence[str], out_path: str | Pa
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     accuracy = np.trace(counts) / max(int(counts.sum()), 1)
-    ax.set_title(f"confusion matrix (accuracy {accuracy:.3f}; colour: share of the true class)", fontsize="medium")
+    ax.set_title(f"confusion matrix, accuracy {accuracy:.3f}\n(colour: share of the true class)", fontsize="medium")
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
