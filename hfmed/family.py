@@ -81,6 +81,10 @@ class Family:
     training_policy: TrainingPolicy = field(default_factory=TrainingPolicy)
     """What trains, how and when (no-decay, learning-rate groups, frozen parameters, epoch hook, loss);
     see `hfmed.policy.TrainingPolicy`."""
+    experiments: dict = field(default_factory=dict)
+    """Variant name -> recipe overrides (`"section.key=value"` strings, as on the command line): the variants
+    `hfmed experiment RECIPE` trains on the same data and compares in one table (e.g. a method's strategies
+    and full fine-tuning as the reference); empty: the family has none."""
     pending: tuple = ()
     """Parts of a complete family not written yet, named as `tests/test_families.py` names them ("demo
     recipe", "Space", "card facts"), while the issue that adds them is open: the completeness test accepts

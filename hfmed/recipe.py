@@ -30,6 +30,10 @@ class ModelSection:
     """Config field overrides on top of the preset."""
     pretrained_backbones: bool = False
     """Start from ImageNet CNN weights (`from_pretrained_backbones`; needs the Hub)."""
+    backbone_weights: str | None = None
+    """With `pretrained_backbones`: local weights for `from_pretrained_backbones` (a file or folder) instead of
+    the Hub, or `data-source` for the backbone the data builder pretrains on its source set (trained once,
+    cached; builders with a source domain such as `synthetic_shift`)."""
     init_from: str | None = None
     """A local folder or Hub id of a checkpoint to fine-tune instead of a fresh model."""
 
@@ -126,6 +130,8 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 THRESHOLD_METHODS = ("youden", "sensitivity")
 OPTIMIZERS = ("adamw", "adam")
 LR_SCHEDULERS = ("cosine", "constant")
+DATA_SOURCE_WEIGHTS = "data-source"
+"""`model.backbone_weights` value: the backbone pretrained on the data builder's source set."""
 
 
 def _type_ok(value, annotation) -> bool:
@@ -248,6 +254,21 @@ def validate(recipe: Recipe, check_paths: bool = True) -> Recipe:
         raise RecipeError(f"{source}: training.warmup_ratio must be in [0, 1)")
     if training.pos_weight not in (None, "auto") and not isinstance(training.pos_weight, list):
         raise RecipeError(f"{source}: training.pos_weight must be null, 'auto' or a list of floats")
+    if recipe.model.backbone_weights is not None and not recipe.model.pretrained_backbones:
+        raise RecipeError(
+            f"{source}: model.backbone_weights is set but model.pretrained_backbones is false: set "
+            "model.pretrained_backbones=true to load them, or drop model.backbone_weights"
+        )
+    if recipe.model.backbone_weights == DATA_SOURCE_WEIGHTS:
+        from .data import BUILDER_SPECS
+
+        spec = BUILDER_SPECS.get(recipe.data.builder)
+        if spec is not None and spec.source_backbone is None:
+            with_source = sorted(name for name, b in BUILDER_SPECS.items() if b.source_backbone is not None)
+            raise RecipeError(
+                f"{source}: model.backbone_weights={DATA_SOURCE_WEIGHTS} but the {recipe.data.builder} builder has "
+                f"no source set to pretrain on: use a builder that has one ({with_source}) or real weights"
+            )
     if recipe.evaluation.threshold_method not in THRESHOLD_METHODS:
         raise RecipeError(f"{source}: evaluation.threshold_method must be one of {list(THRESHOLD_METHODS)}")
     if check_paths:

@@ -54,7 +54,7 @@ from .checkpoint import (
 from .hub import trust_remote_code_for
 from .policy import TrainingPolicy
 from .policy import parameter_groups as policy_parameter_groups
-from .recipe import Recipe, RecipeError, dump_recipe, load_recipe
+from .recipe import DATA_SOURCE_WEIGHTS, Recipe, RecipeError, dump_recipe, load_recipe
 from .registry import FAMILIES, family_for, load_model
 from .tasks import Task, task_for
 
@@ -71,7 +71,9 @@ def build_model(recipe: Recipe, processor_kwargs=None):
         return model, processor
     config = family.make_config(recipe.model.preset, **recipe.model.config)
     if recipe.model.pretrained_backbones:
-        model = family.head_class.from_pretrained_backbones(config)
+        weights = backbone_weights(recipe, config)
+        kwargs = {} if weights is None else {"backbone_weights": weights}
+        model = family.head_class.from_pretrained_backbones(config, **kwargs)
     else:
         model = family.head_auto_class.from_config(config)
     kwargs = family.processor_kwargs_for(config)
@@ -79,6 +81,17 @@ def build_model(recipe: Recipe, processor_kwargs=None):
     kwargs.update(processor_kwargs or {})
     processor = family.image_processor_class(**kwargs)
     return model, processor
+
+
+def backbone_weights(recipe: Recipe, config):
+    """The local backbone weights a recipe names (`model.backbone_weights`): a path, or the backbone the data
+    builder pretrains on its source set (`data-source`: trained once, cached). `None`: the Hub's."""
+    from .data import builder_spec
+
+    weights = recipe.model.backbone_weights
+    if weights != DATA_SOURCE_WEIGHTS:
+        return weights
+    return str(builder_spec(recipe.data.builder).source_backbone(config, **recipe.data.args))
 
 
 def model_config(recipe: Recipe):

@@ -11,7 +11,7 @@ its target and renamed (`twin_cache.ensure_twin`), so it is trained once and nev
 beside it records the recipe and the held-out source accuracy.
 
 The pretraining recipe is ours (no paper gives one for this twin): AdamW, learning rate 2e-3, weight decay
-0.05, cosine decay, batch 64, 15 epochs, horizontal flips, 10 % of the source images held out.
+0.05, cosine decay, batch 64, 10 epochs, horizontal flips, 10 % of the source images held out.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 from .twin_cache import ensure_twin
 
 PRETRAINING_VERSION = 1
-PRETRAINING = {"epochs": 15, "batch_size": 64, "learning_rate": 2e-3, "weight_decay": 0.05, "held_out": 0.1,
+PRETRAINING = {"epochs": 10, "batch_size": 64, "learning_rate": 2e-3, "weight_decay": 0.05, "held_out": 0.1,
                "seed": 0}  # fmt: skip
 WEIGHTS_NAME = "backbone.safetensors"
 REPORT_NAME = "pretraining.json"

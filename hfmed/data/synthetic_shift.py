@@ -295,7 +295,7 @@ def _counts(num: int, classes: int) -> list[int]:
 def write_synthetic_shift(
     root: str | os.PathLike,
     image_size: int = 32,
-    num_source: int = 3000,
+    num_source: int = 2000,
     num_train: int = 400,
     num_validation: int = 200,
     num_test: int = 400,
@@ -351,7 +351,7 @@ def default_cache_root() -> Path:
 
 def twin_params(
     image_size: int = 32,
-    num_source: int = 3000,
+    num_source: int = 2000,
     num_train: int = 400,
     num_validation: int = 200,
     num_test: int = 400,
@@ -405,7 +405,7 @@ def read_index(folder: Path) -> dict[str, list[tuple[str, int]]]:
 def load_synthetic_shift(
     root: str | os.PathLike | None = None,
     image_size: int = 32,
-    num_source: int = 3000,
+    num_source: int = 2000,
     num_train: int = 400,
     num_validation: int = 200,
     num_test: int = 400,
