@@ -188,7 +188,7 @@ Out of scope: diagnosis, triage, screening, or any use on patients.
 
 ## Usage
 
-{(family.usage or USAGE).format(repo_id=repo_id, example=family.example_input, dataset=family.example_dataset,
+{(family.usage or task.card_usage or USAGE).format(repo_id=repo_id, example=family.example_input, dataset=family.example_dataset,
                                 auto_class=family_for(config).head)}
 
 ## Citation

@@ -59,6 +59,9 @@ class Task:
     """(metrics key, Hub metric type, name) of the results a card reports."""
     progress_keys: tuple = ()
     """Metrics printed after each epoch besides the loss and the selection metric."""
+    card_usage: str = ""
+    """The card's usage section (a template with {repo_id}, {example}, {dataset}, {auto_class}) when the family
+    gives none; empty: the image-classification one (`hfmed.cards.USAGE`)."""
     keep_inputs: int = 0
     """How many validation inputs (`pixel_values`, the first in order) the training loop keeps for
     `finish_inputs` (e.g. to draw the predictions on them)."""
@@ -442,6 +445,67 @@ class Regression(Task):
         return compute_metrics
 
 
+SEGMENTATION_USAGE = '''\
+### With hfmed installed
+
+```python
+import hfmed  # registers the family with the Auto classes
+from hfmed.pipelines import segment
+
+# One 0/255 mask per class present, at the image's size; a PNG / JPEG / DICOM path, bytes or an array.
+# Images larger than the model's input are segmented at their own size by a sliding window.
+segment("{example}", "{repo_id}")
+```
+
+### Without hfmed (transformers only)
+
+```python
+import torch
+from PIL import Image
+from transformers import AutoImageProcessor, {auto_class}
+
+model = {auto_class}.from_pretrained("{repo_id}", trust_remote_code=True).eval()
+processor = AutoImageProcessor.from_pretrained("{repo_id}", trust_remote_code=True)
+image = Image.open("{example}")
+with torch.no_grad():
+    outputs = model(**processor(image, return_tensors="pt"))  # logits (1, num_labels, H, W), no softmax
+mask = processor.post_process_semantic_segmentation(outputs, target_sizes=[image.size[::-1]])[0]
+```
+
+### The `image-segmentation` pipeline
+
+```python
+from transformers import pipeline
+
+pipe = pipeline("image-segmentation", model="{repo_id}", trust_remote_code=True)
+pipe("{example}")  # one row per class present: its label and a 0/255 mask (score None)
+```
+
+### Fine-tuning with `Trainer`
+
+```python
+from transformers import AutoImageProcessor, {auto_class}, Trainer, TrainingArguments
+from hfmed.data import build_dataset
+from hfmed.data.transforms import collate, make_transform
+from hfmed.metrics import make_compute_metrics
+
+model = {auto_class}.from_pretrained("{repo_id}", trust_remote_code=True)
+processor = AutoImageProcessor.from_pretrained("{repo_id}", trust_remote_code=True)
+data = build_dataset({dataset})  # rows with an image and a mask (`path` + `mask_path`, or `image` + `mask`)
+trainer = Trainer(
+    model=model,
+    args=TrainingArguments("out", eval_strategy="epoch", remove_unused_columns=False, label_names=["labels"]),
+    train_dataset=data["train"].with_transform(make_transform(processor, {{"hflip": 0.5}}, train=True)),
+    eval_dataset=data["validation"].with_transform(make_transform(processor)),
+    data_collator=collate,
+    processing_class=processor,
+    compute_metrics=make_compute_metrics(list(model.config.id2label.values()), task="semantic_segmentation"),
+)
+trainer.train()
+```
+'''
+
+
 class SemanticSegmentation(Task):
     """One class per pixel: softmax probabilities over the classes at every pixel, the argmax is the predicted
     mask. Labels are int64 (N, H, W) class maps, the config's `semantic_loss_ignore_index` where a pixel counts
@@ -459,6 +523,7 @@ class SemanticSegmentation(Task):
     )
     progress_keys = ("mean_dice", "mean_iou")
     keep_inputs = 4
+    card_usage = SEGMENTATION_USAGE
 
     def check_recipe(self, recipe) -> None:
         from .recipe import RecipeError

@@ -320,3 +320,12 @@ def test_segmentation_trainer_metrics_take_the_argmax_and_skip_trainers_padding(
     assert result["iou_background"] == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="takes neither"):
         get_task("semantic_segmentation").compute_metrics(["background", "polyp"], thresholds=0.5)
+
+
+def test_the_segmentation_card_usage_is_a_template_that_formats():
+    text = get_task("semantic_segmentation").card_usage.format(
+        repo_id="org/seg", example="polyp.png", dataset='"seg_folder", root="data"',
+        auto_class="AutoModelForSemanticSegmentation",
+    )
+    assert 'segment("polyp.png", "org/seg")' in text and 'task="semantic_segmentation"' in text
+    assert '{"hflip": 0.5}' in text and "{" not in text.replace("{\"hflip\": 0.5}", "")

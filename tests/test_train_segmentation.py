@@ -100,3 +100,25 @@ def test_a_segmentation_recipe_with_options_that_do_not_apply_stops_before_train
     assert train_main([str(recipe), override]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("pipeline_task", ["image-segmentation", "medical-image-segmentation"])
+def test_hfmed_demo_prints_the_table_row_and_the_example_prediction(run_dir, tmp_path, capsys, pipeline_task):
+    import dataclasses
+
+    from hfmed.cli import _print_example_prediction, demo_row
+    from hfmed.registry import FAMILIES
+
+    write_folder(tmp_path / "one", count=1, size=48, seed=7)
+    example = str(tmp_path / "one" / "images" / "case00.png")
+    family = dataclasses.replace(FAMILIES["diamant"], demo_input=lambda: example, pipeline_task=pipeline_task)
+    row = demo_row(run_dir, family, tmp_path / "staged")
+    report = json.loads((run_dir / "metrics.json").read_text())
+    assert (row["task"], row["metric"], row["value"]) == (
+        "semantic_segmentation", "foreground mean Dice", report["best"]["metrics"]["mean_dice"]
+    )
+    _print_example_prediction(run_dir / "model", family)
+    lines = capsys.readouterr().out.splitlines()
+    shares = [float(line.split()[1].rstrip("%")) for line in lines[1:]]
+    assert lines[0].startswith("trained model on case00.png") and lines[1].split()[0] in {"background", "foreground"}
+    assert sum(shares) == pytest.approx(100.0, abs=0.2)  # every pixel in one class's mask
