@@ -82,9 +82,9 @@ to make or support any clinical decision.
 
 Upload one 2-D image — an endoscopy frame, a dermoscopy image, an ultrasound scan, ... — as a PNG, JPEG, TIFF or
 BMP file (grey or RGB), or a DICOM file (`.dcm`, or a DICOM file without extension). The model segments it and
-shows the mask over the image, and the attention map of each head of its frozen DINO ViT (the last block's CLS
-attention over the image patches: the maps DIAMANT's second encoder reads). Uploaded files are deleted from the
-server once the answer is sent.
+shows the mask over the image, and the attention map of each head of its frozen ViT (DINO's, for the published
+models; the last block's CLS attention over the image patches: the maps DIAMANT's second encoder reads).
+Uploaded files are deleted from the server once the answer is sent.
 """
 
 
@@ -185,8 +185,8 @@ def example_files() -> list[Path]:
 
 
 def example_label(path: Path) -> str:
-    """`synthetic_skin_lesion.png` -> `synthetic PNG: skin lesion`."""
-    kind = "DICOM (ultrasound)" if path.suffix.lower() == ".dcm" else path.suffix.lstrip(".").upper()
+    """`synthetic_two_polyps.png` -> `synthetic PNG: two polyps`."""
+    kind = "DICOM" if path.suffix.lower() == ".dcm" else path.suffix.lstrip(".").upper()
     if path.stem.startswith("synthetic_"):
         return f"synthetic {kind}: {path.stem[len('synthetic_'):].replace('_', ' ')}"
     return path.name
@@ -669,7 +669,10 @@ def build_demo() -> gr.Blocks:
                 )
                 summary = gr.Markdown(label="Segmentation", value=CLEARED_TEXT)
                 attention = gr.Gallery(
-                    label=f"DINO attention maps, one per head ({heads} heads; last block, CLS over the patches)",
+                    label=(
+                        f"Attention maps of the frozen ViT, one per head ({heads} heads; last block, CLS over the "
+                        "patches)"
+                    ),
                     columns=max(1, min(heads, 6)),
                     rows=1 if heads <= 6 else None,
                     height="auto",
@@ -692,7 +695,7 @@ def build_demo() -> gr.Blocks:
             run_on_click=True,
             cache_examples=False,
             example_labels=[example_label(path) for path in examples],
-            label="Examples (synthetic images, one lesion each)",
+            label="Examples (synthetic colonoscopy frames, drawn like the demo model's training data)",
         )
     count_uploads(demo)
     return demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_MAX_SIZE)

@@ -333,7 +333,7 @@ def test_the_server_refuses_uploads_over_the_cap(app, server):
 def test_the_page_renders_in_headless_chromium(server, tmp_path):
     html, text, shot = render_page(server["url"], tmp_path, window=(1280, 1100))
     for visible in ("Research use only", "Image: PNG, JPEG, TIFF, BMP or DICOM", "Threshold", "Mask over the image",
-                    "DINO attention maps, one per head (2 heads", "synthetic JPG: polyp", "synthetic DICOM"):
+                    "Attention maps of the frozen ViT, one per head (2 heads", "synthetic JPG: polyp", "synthetic DICOM"):
         assert visible in text, visible
     assert re.search(r'<input[^>]+type="file"', html) and re.search(r'<input[^>]+type="range"', html)
     with Image.open(shot) as image:
@@ -370,8 +370,9 @@ def test_bundled_examples_match_the_generator(tmp_path):
         path = EXAMPLES / name
         if path.suffix == ".dcm":
             dataset = pydicom.dcmread(path)
-            assert dataset.PhotometricInterpretation == "MONOCHROME2" and dataset.pixel_array.dtype == np.uint8
-            assert dataset.PatientID and dataset.pixel_array.ndim == 2
+            assert (dataset.Modality, dataset.PhotometricInterpretation) == ("ES", "RGB")
+            assert dataset.PatientID and dataset.pixel_array.dtype == np.uint8
+            assert dataset.pixel_array.shape == (128, 128, 3)
         else:
             with Image.open(path) as image:
                 assert image.mode == "RGB" and min(image.size) >= 64
