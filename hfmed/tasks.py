@@ -286,6 +286,55 @@ class BinaryClassification(MultiLabelClassification):
         return _one_label(self.name, label_names)
 
 
+SINGLE_LABEL_USAGE = '''\
+### With hfmed installed
+
+```python
+import hfmed  # registers the family with the Auto classes
+from hfmed.pipelines import classify
+
+classify("{example}", "{repo_id}")  # every class with its softmax probability, the most probable first
+```
+
+### Without hfmed (transformers + timm only)
+
+```python
+import torch
+from transformers import AutoImageProcessor, {auto_class}
+
+model = {auto_class}.from_pretrained("{repo_id}", trust_remote_code=True).eval()
+processor = AutoImageProcessor.from_pretrained("{repo_id}", trust_remote_code=True)
+inputs = processor("{example}", return_tensors="pt")  # a path, bytes, a pydicom.Dataset or an array
+with torch.no_grad():
+    probabilities = model(**inputs).logits.softmax(-1)[0]  # one class per image: probabilities sum to 1
+print(model.config.id2label[int(probabilities.argmax())], dict(zip(model.config.id2label.values(), probabilities.tolist())))
+```
+
+### Fine-tuning with `Trainer`
+
+```python
+from transformers import AutoImageProcessor, {auto_class}, Trainer, TrainingArguments
+from hfmed.data import build_dataset
+from hfmed.data.transforms import collate, make_transform
+from hfmed.metrics import make_compute_metrics
+
+model = {auto_class}.from_pretrained("{repo_id}", trust_remote_code=True)
+processor = AutoImageProcessor.from_pretrained("{repo_id}", trust_remote_code=True)
+data = build_dataset({dataset})  # `labels`: one class index per image
+trainer = Trainer(
+    model=model,
+    args=TrainingArguments("out", eval_strategy="epoch", remove_unused_columns=False, label_names=["labels"]),
+    train_dataset=data["train"].with_transform(make_transform(processor, train=True)),
+    eval_dataset=data["validation"].with_transform(make_transform(processor)),
+    data_collator=collate,
+    processing_class=processor,
+    compute_metrics=make_compute_metrics(list(model.config.id2label.values()), task="single_label_classification"),
+)
+trainer.train()
+```
+'''
+
+
 class SingleLabelClassification(Task):
     """One class per example (cross-entropy models): softmax probabilities over the classes, the argmax is the
     prediction. Labels are class indices (int64 (N,)). No decision thresholds: the end of a run draws and
@@ -302,6 +351,7 @@ class SingleLabelClassification(Task):
         ("macro_auroc", "roc_auc", "macro AUROC (one-vs-rest)"),
     )
     progress_keys = ("accuracy", "balanced_accuracy", "macro_auroc")
+    card_usage = SINGLE_LABEL_USAGE
 
     def check_recipe(self, recipe) -> None:
         from .recipe import RecipeError

@@ -329,3 +329,23 @@ def test_the_segmentation_card_usage_is_a_template_that_formats():
     )
     assert 'segment("polyp.png", "org/seg")' in text and 'task="semantic_segmentation"' in text
     assert '{"hflip": 0.5}' in text and "{" not in text.replace("{\"hflip\": 0.5}", "")
+
+
+def test_a_single_label_card_reports_its_metrics_confusion_matrix_and_softmax_usage():
+    from hfmed import MoVLImageProcessor
+    from hfmed.cards import build_model_card
+
+    config = single_label_config(2)
+    metrics = {"best": {"epoch": 2, "step": 8, "metrics": {"accuracy": 0.75, "balanced_accuracy": 0.5,
+                                                           "macro_auroc": 0.875}},
+               "confusion_matrix": {"labels": ["class0", "class1"], "counts": [[3, 1], [0, 4]]}}
+    card = build_model_card(config, MoVLImageProcessor(size={"height": 32, "width": 32}), "org/m", metrics,
+                            {"data": {"builder": "medmnist"}})
+    assert [(r.metric_type, r.metric_value) for r in card.data.eval_results] == [
+        ("accuracy", 0.75), ("balanced_accuracy", 0.5), ("roc_auc", 0.875)
+    ]
+    assert "multi-class-classification" in card.data.tags
+    text = str(card)
+    assert "| class0 | 3 | 1 |" in text and "summing to 1" in text
+    assert "logits.softmax(-1)" in text and 'task="single_label_classification"' in text
+    assert "sigmoid" not in text
