@@ -3,6 +3,7 @@
     hfmed demo [--family NAME]    train every family's demo recipe, stage its Hub repo + Space, serve one app
     hfmed demo RECIPE [k=v ...]   the same for one recipe
     hfmed train RECIPE [k=v ...]  train from a YAML recipe (also: accelerate launch -m hfmed.train ...)
+    hfmed experiment RECIPE [k=v ...] [--variants a,b]  train every variant the family declares, one table
 """
 
 import argparse
@@ -149,6 +150,10 @@ def main(argv=None) -> int:
         from .train import main as train_main
 
         return train_main(argv[1:])
+    if argv[:1] == ["experiment"]:
+        from .experiment import main as experiment_main
+
+        return experiment_main(argv[1:])
     parser = argparse.ArgumentParser(prog="hfmed", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -160,6 +165,7 @@ def main(argv=None) -> int:
     demo.add_argument("--no-serve", action="store_true", help="stop after the table and predictions (no server)")
     demo.set_defaults(func=_demo)
     sub.add_parser("train", help="train from a YAML recipe (see `hfmed train --help`)")
+    sub.add_parser("experiment", help="train every variant a family declares, one table (`hfmed experiment --help`)")
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -67,13 +67,14 @@ def load_images(paths, image_size: int, mean, std, num_channels: int = 3):
     return torch.from_numpy((out - mean) / std)
 
 
-def pretrain(facts: dict, source: list[tuple[str, int]], num_classes: int, recipe: dict = PRETRAINING):
+def pretrain(facts: dict, source: list[tuple[str, int]], num_classes: int, recipe: dict | None = None):
     """Trains the timm model `facts["backbone"]` to classify the source images; returns (state dict without
-    the classifier, held-out accuracy)."""
+    the classifier, held-out accuracy). `recipe`: `PRETRAINING`'s keys (default: `PRETRAINING`)."""
     import timm
     import torch
     import torch.nn.functional as F
 
+    recipe = dict(PRETRAINING if recipe is None else recipe)
     generator = torch.Generator().manual_seed(recipe["seed"])
     torch.manual_seed(recipe["seed"])
     order = torch.randperm(len(source), generator=generator).tolist()
@@ -114,14 +115,17 @@ def ensure_source_backbone(config, source: list[tuple[str, int]], num_classes: i
     """The path of `backbone.safetensors` pretrained on `source` ((path, label) pairs over `num_classes`)
     for `config`'s timm backbone, trained first when not cached under `cache_root`."""
     facts = _backbone_facts(config)
+    recipe = dict(PRETRAINING)
     listing = hashlib.sha256(json.dumps(source).encode()).hexdigest()
     params = {"version": PRETRAINING_VERSION, **facts, "num_classes": int(num_classes), "source": listing,
-              "recipe": PRETRAINING}  # fmt: skip
+              "recipe": recipe}  # fmt: skip
 
     def write(folder: Path) -> None:
+        import torch
         from safetensors.torch import save_file
 
-        state, accuracy = pretrain(facts, source, num_classes)
+        with torch.random.fork_rng():  # the caller's global RNG (model init, shuffling) is left as it was
+            state, accuracy = pretrain(facts, source, num_classes, recipe)
         folder.mkdir(parents=True, exist_ok=True)
         save_file(state, str(folder / WEIGHTS_NAME))
         report = {**params, "num_source_images": len(source), "held_out_accuracy": round(accuracy, 4)}
