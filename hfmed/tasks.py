@@ -362,6 +362,22 @@ class SingleLabelClassification(Task):
                 "uses cross-entropy over classes: remove training.pos_weight (data.balanced_sampler evens out "
                 "classes)"
             )
+        from .recipe import EvaluationSection
+
+        default = EvaluationSection()
+        evaluation = recipe.evaluation
+        if (evaluation.threshold_method, evaluation.target_sensitivity) != (
+            default.threshold_method, default.target_sensitivity
+        ):
+            raise RecipeError(
+                "evaluation.threshold_method / target_sensitivity choose per-label sigmoid thresholds; a single-label "
+                "classifier predicts the most probable class: remove them"
+            )
+        if not evaluation.greater_is_better:
+            raise RecipeError(
+                f"evaluation.greater_is_better: false would keep the worst epoch: every single-label metric "
+                f"({evaluation.metric!r} included) is better higher; set it to true"
+            )
 
     def scores(self, logits):
         return logits.float().softmax(dim=-1)

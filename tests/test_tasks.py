@@ -212,7 +212,7 @@ def test_single_label_finish_records_and_draws_the_confusion_matrix(tmp_path):
     assert "| b | 1 | 1 | 0 |" in table and "| true \\ predicted | a | b | c |" in table
 
 
-def test_single_label_rejects_the_per_label_positive_weight():
+def test_single_label_rejects_options_of_sigmoid_tasks():
     recipe = Recipe()
     recipe.training.pos_weight = "auto"
     with pytest.raises(RecipeError, match="remove training.pos_weight"):
@@ -220,6 +220,13 @@ def test_single_label_rejects_the_per_label_positive_weight():
     recipe.training.pos_weight = None
     recipe.data.balanced_sampler = True
     get_task("single_label_classification").check_recipe(recipe)  # evens out classes: allowed
+    recipe.evaluation.threshold_method = "sensitivity"
+    with pytest.raises(RecipeError, match="predicts the most probable class: remove them"):
+        get_task("single_label_classification").check_recipe(recipe)
+    recipe.evaluation.threshold_method = "youden"
+    recipe.evaluation.greater_is_better = False
+    with pytest.raises(RecipeError, match="would keep the worst epoch"):
+        get_task("single_label_classification").check_recipe(recipe)
 
 
 def test_single_label_card_metrics_are_computed_and_the_label_sentence_says_softmax():
