@@ -204,7 +204,8 @@ def test_compute_metrics_default_task_is_unchanged(ad):
     logits = (np.log(p) - np.log1p(-p))[:, None]
     default = make_compute_metrics(["AD"])(EvalPrediction(predictions=logits, label_ids=labels[:, None]))
     assert set(default) == {"mean_log_loss", "mean_auroc", "auroc_AD", "mean_accuracy", "accuracy_AD"}
-    assert set(TASKS) == {"multi_label_classification", "binary", "regression"}
+    assert set(TASKS) == {"multi_label_classification", "binary", "regression", "single_label_classification",
+                          "semantic_segmentation"}
 
 
 def test_make_compute_metrics_checks_its_task():
