@@ -665,7 +665,7 @@ def build_demo() -> gr.Blocks:
                 gr.Markdown(_model_markdown(source, config))
             with gr.Column(scale=2):
                 overlay = gr.Image(
-                    label="Mask over the image", type="filepath", format="png", interactive=False, height=360
+                    label="Mask over the image", type="filepath", format="png", interactive=False, height=320
                 )
                 summary = gr.Markdown(label="Segmentation", value=CLEARED_TEXT)
                 attention = gr.Gallery(
@@ -680,7 +680,7 @@ def build_demo() -> gr.Blocks:
                     format="png",
                     interactive=False,
                 )
-                mask = gr.File(label="Mask (PNG, class index per pixel: 0 background)", interactive=False)
+                mask = gr.File(label="Mask (PNG, class index per pixel: 0 background)", interactive=False, height=80)
         # Registered before gr.Examples: its run-on-click event would otherwise take the name "predict".
         outputs = [overlay, attention, mask, summary]
         run.click(serve_predict, inputs=[file_input, threshold], outputs=outputs, api_name="predict")
