@@ -4,6 +4,9 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
+import textwrap
 
 import gradio as gr
 import httpx
@@ -272,6 +275,47 @@ def test_model_source_order_and_the_missing_model_message(app, monkeypatch, tmp_
 
 def test_the_app_imports_nothing_from_hfmed():
     check_imports_nothing_from_hfmed(SPACE)
+
+
+def test_the_staged_space_serves_the_staged_model_without_hfmed(model_dir, tmp_path):
+    """upload.py stages a MoVL run and the Space unchanged; the staged Space, with hfmed unimportable, loads the
+    staged model through its own code (trust_remote_code) and answers as hfmed's classes do."""
+    import upload
+
+    run = tmp_path / "run"
+    shutil.copytree(model_dir, run / "model")
+    out = tmp_path / "staged"
+    assert upload.main([str(run), "--repo-id", "org/movl", "--dry-run", "--out", str(out),
+                        "--space", str(SPACE), "--space-id", "org/movl-space"]) == 0
+    space = out / "space"
+    assert (space / "model_id.txt").read_text().strip() == "org/movl"
+    assert not (space / "make_examples.py").exists()  # it imports hfmed; the Space never runs it
+    assert sorted(p.name for p in (space / "examples").iterdir()) == sorted(p.name for p in EXAMPLES.iterdir())
+    script = textwrap.dedent(
+        """
+        import importlib.util, json, sys
+        sys.modules["hfmed"] = None
+        import numpy as np
+        spec = importlib.util.spec_from_file_location("app", "app.py")
+        app = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(app)
+        probabilities, pictures, text = app.predict(sys.argv[1], 0.5)
+        np.save(sys.argv[2], np.stack([np.asarray(image) for image, _ in pictures]))
+        print(json.dumps(probabilities))
+        """
+    )
+    example = space / "examples" / DICOM_EXAMPLE.name
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+           "HF_MODULES_CACHE": str(tmp_path / "modules"), "HFMED_MODEL": str(out / "model"),
+           "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}
+    done = subprocess.run([sys.executable, "-c", script, str(example), str(tmp_path / "pictures.npy")], env=env,
+                          cwd=space, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected, reference, _ = _reference(model_dir, example)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == pytest.approx(expected, abs=1e-5)
+    pictures = np.load(tmp_path / "pictures.npy")
+    for picture, key in zip(pictures, ("plain", "prompted", "prompt"), strict=True):
+        assert np.array_equal(_shrunk(picture), reference[key]), key
 
 
 # --- the running app: HTTP API and page ---------------------------------------------------------------------
