@@ -95,6 +95,43 @@ def _class_names(found, label_names) -> list[str]:
     return names
 
 
+def _split_folders(root: Path, folders: dict[str, Path], extensions) -> dict[str, dict[str, list[Path]]]:
+    """{split: {class: images}} of a root laid out as <root>/<split>/<class>/<image>."""
+    splits: dict[str, dict[str, list[Path]]] = {}
+    for name in sorted(folders):
+        split = SPLIT_FOLDERS[name]
+        if split in splits:
+            raise ValueError(f"{str(root)!r} has two folders for the {split} split: keep one")
+        splits[split] = _class_folders(folders[name], extensions, f"the {split} folder")
+    missing = [s for s in ("train", "validation") if s not in splits]
+    if missing:
+        raise ValueError(
+            f"{str(root)!r} is laid out by split but has no {missing[0]} folder: add {root / missing[0]} "
+            "(or put the class folders directly under root to carve the splits)"
+        )
+    return splits
+
+
+def _carve(root: Path, classes, val_fraction, test_fraction, seed, pattern) -> dict[str, dict[str, list[Path]]]:
+    """{split: {class: images}} carved patient-wise (`patient_split`) from <root>/<class>/<image>."""
+    flat = [(path, name) for name, paths in classes.items() for path in paths]
+    assignment = patient_split(_patient_ids([p for p, _ in flat], root, pattern), val_fraction, test_fraction, seed)
+    wanted = {"train": 0, "validation": 1, **({"test": 2} if test_fraction > 0 else {})}
+    splits = {}
+    for split, code in wanted.items():
+        chosen = np.flatnonzero(assignment == code)
+        if not len(chosen):
+            raise ValueError(
+                f"the {split} split carved from {str(root)!r} is empty ({len(flat)} images, fractions "
+                f"val={val_fraction}, test={test_fraction}): add images or change the fractions or the seed"
+            )
+        per_class: dict[str, list[Path]] = {}
+        for i in chosen:
+            per_class.setdefault(flat[i][1], []).append(flat[i][0])
+        splits[split] = per_class
+    return splits
+
+
 def load_image_folder(
     root: str | os.PathLike,
     label_names: Sequence[str] | None = None,
@@ -135,38 +172,12 @@ def load_image_folder(
         )
 
     if by_split:
-        splits: dict[str, dict[str, list[Path]]] = {}
-        for name in sorted(by_split):
-            split = SPLIT_FOLDERS[name]
-            if split in splits:
-                raise ValueError(f"{str(root)!r} has two folders for the {split} split: keep one")
-            splits[split] = _class_folders(subfolders[name], extensions, f"the {split} folder")
-        missing = [s for s in ("train", "validation") if s not in splits]
-        if missing:
-            raise ValueError(
-                f"{str(root)!r} is laid out by split but has no {missing[0]} folder: add {root / missing[0]} "
-                "(or put the class folders directly under root to carve the splits)"
-            )
+        splits = _split_folders(root, {name: subfolders[name] for name in by_split}, extensions)
     else:
         val_fraction, test_fraction = check_fractions(val_fraction, test_fraction)
         classes = _class_folders(root, extensions, "image folder")
         _class_names(classes, label_names)  # before carving: a wrong name is the error to report
-        flat = [(path, name) for name, paths in classes.items() for path in paths]
-        patients = _patient_ids([p for p, _ in flat], root, pattern)
-        assignment = patient_split(patients, val_fraction, test_fraction, seed)
-        wanted = {"train": 0, "validation": 1, **({"test": 2} if test_fraction > 0 else {})}
-        splits = {}
-        for split, code in wanted.items():
-            chosen = np.flatnonzero(assignment == code)
-            if not len(chosen):
-                raise ValueError(
-                    f"the {split} split carved from {str(root)!r} is empty ({len(flat)} images, fractions "
-                    f"val={val_fraction}, test={test_fraction}): add images or change the fractions or the seed"
-                )
-            per_class: dict[str, list[Path]] = {}
-            for i in chosen:
-                per_class.setdefault(flat[i][1], []).append(flat[i][0])
-            splits[split] = per_class
+        splits = _carve(root, classes, val_fraction, test_fraction, seed, pattern)
     if ood_root is not None:
         ood_root = Path(ood_root).expanduser().absolute()
         if not ood_root.is_dir():
