@@ -15,6 +15,7 @@ from PIL import Image
 import hfmed.cli as cli
 import hfmed.recipe
 from hfmed.registry import FAMILIES
+from hfmed.tasks import TASKS
 from tests.space_harness import (
     NO_PROXY,
     distinct_colours,
@@ -112,7 +113,9 @@ def test_make_demo_table_rows_are_the_runs_metrics(fake_runs, capsys):
     for row in rows:
         run, metrics = runs[row[0]]
         key, value = next(iter(metrics["best"]["metrics"].items()))
-        name = {"mae": ["mean", "absolute", "error"], "mean_auroc": ["mean", "AUROC"]}[key]
+        # The headline's name as its task's card metrics spell it (e.g. "foreground mean Dice").
+        name = next(label for task in TASKS.values() if task.report_name == metrics["task"]
+                    for k, _, label in task.card_metrics if k == key).split()
         assert row == [row[0], metrics["task"], *name, f"{value:.4f}", str(run), str(run / "hub" / "model")]
     assert out.count("EXAMPLE ") == len(demo_families)
 
