@@ -22,6 +22,7 @@ A finished variant whose resolved recipe is unchanged is reused (`--retrain` tra
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -70,10 +71,12 @@ def _finished(recipe: Recipe) -> bool:
 def parameter_counts(model, recipe: Recipe) -> tuple[int, int]:
     """(trainable, total) parameters of a model under its family's training policy: trainable are those the
     optimizer holds (every stage's), total every parameter."""
+    from .policy import parameter_groups
     from .registry import family_for
-    from .train import parameter_groups
 
-    groups = parameter_groups(model, recipe, family_for(model).training_policy)
+    # Which parameters train does not depend on their learning rates.
+    training = dataclasses.replace(recipe.training, module_learning_rates={})
+    groups = parameter_groups(model, training, family_for(model).training_policy)
     trainable = sum(param.numel() for group in groups for param in group["params"])
     return trainable, sum(param.numel() for param in model.parameters())
 
