@@ -113,9 +113,8 @@ FAMILY = Family(
     ),
     demo_input=_space_example,
     training_policy=MoVLTrainingPolicy(),
+    demo_recipe="configs/movl-demo.yaml",
     experiments=EXPERIMENTS,
-    # Issue 12 adds this once the single-label task trains it.
-    pending=("demo recipe",),
 )
 
 __all__ = ["EXPERIMENTS", "FAMILY", "PAPERS", "MoVLTrainingPolicy"]
