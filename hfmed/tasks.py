@@ -609,6 +609,13 @@ class SemanticSegmentation(Task):
                 f"evaluation.greater_is_better is false, but every segmentation metric (Dice, IoU; here "
                 f"{recipe.evaluation.metric!r}) is better when greater: set it to true"
             )
+        defaults = type(recipe.evaluation)()
+        for key in ("threshold_method", "target_sensitivity"):
+            if getattr(recipe.evaluation, key) != getattr(defaults, key):
+                raise RecipeError(
+                    f"evaluation.{key} chooses decision thresholds of sigmoid outputs; a segmentation model takes "
+                    f"the most probable class per pixel: remove evaluation.{key}"
+                )
 
     def scores(self, logits):
         return logits.float().softmax(dim=1)

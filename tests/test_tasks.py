@@ -260,6 +260,8 @@ def test_segmentation_scores_are_a_softmax_over_the_class_axis():
         ("training", "pos_weight", "auto", "remove training.pos_weight"),
         ("data", "balanced_sampler", True, "set data.balanced_sampler to false"),
         ("evaluation", "greater_is_better", False, "set it to true"),
+        ("evaluation", "threshold_method", "sensitivity", "remove evaluation.threshold_method"),
+        ("evaluation", "target_sensitivity", 0.95, "remove evaluation.target_sensitivity"),
     ],
 )
 def test_segmentation_rejects_options_that_do_not_apply(section, key, value, message):
