@@ -13,7 +13,7 @@ parameter below it (`"backbones"` covers `"backbones.0.conv1.weight"`):
 
 `TrainingPolicy` reads these declarations, and is the one extension point of the training loop: a family
 that must change what trains at an epoch boundary (staged strategies), add model inputs it can compute once
-and reuse (`prepare_batch`: DIAMANT's cached attention maps), or add a loss term, subclasses it in its family
+and reuse (`prepare_batch`: a frozen sub-network's cached outputs), or add a loss term, subclasses it in its family
 module and sets `Family(training_policy=...)`:
 
     class StagedPolicy(TrainingPolicy):

@@ -94,9 +94,7 @@ def history_of(checkpoint: Path) -> list:
 
 
 def assert_finished_epochs_intact(out: Path, reference_history: list, epochs_done: int) -> None:
-    from transformers import AutoModelForImageClassification
-
-    import hfmed  # noqa: F401  (registers the families)
+    from hfmed.registry import load_model  # the family's own head Auto class (classification, segmentation)
 
     newest = list_checkpoints(out)[-1]
     # the newest complete checkpoint holds the finished epochs' metrics, exactly as the uninterrupted run
@@ -105,7 +103,7 @@ def assert_finished_epochs_intact(out: Path, reference_history: list, epochs_don
     for checkpoint in list_checkpoints(out):
         assert {"model.safetensors", "optimizer.bin", "trainer_state.json"} <= {p.name for p in checkpoint.iterdir()}
     # the best model so far is a whole, loadable folder; the recipe is there
-    AutoModelForImageClassification.from_pretrained(out / "model")
+    load_model(out / "model")
     assert load_recipe(out / "recipe.yaml", check_paths=False).training.output_dir == str(out)
 
 

@@ -55,6 +55,12 @@ TINY = {
         "data.args": {"root": "{data}/brain", "num_subjects": 12, "shape": [24, 28, 24], "spacing": 8.0,
                       "orientation": "LPS", "target": "age", "seed": 0, "val_fraction": 0.25},
     },
+    "diamant": {
+        "model.preset": "diamant-tiny",
+        "model.config": {"image_size": 32, "pretrained_dino": None},
+        "data.args": {"root": "{data}/lesion", "num_images": 16, "image_size": 32, "seed": 0,
+                      "layout": "kvasir_seg", "val_fraction": 0.25},
+    },
 }
 
 # The same for every family: 3 epochs of at least 3 steps, a checkpoint every 2 steps, 2 kept.
