@@ -358,3 +358,15 @@ def test_a_single_label_card_reports_its_metrics_confusion_matrix_and_softmax_us
     assert "| class0 | 3 | 1 |" in text and "summing to 1" in text
     assert "logits.softmax(-1)" in text and 'task="single_label_classification"' in text
     assert "sigmoid" not in text
+
+
+def test_confusion_counts_equal_sklearn_and_reject_foreign_classes():
+    from sklearn.metrics import confusion_matrix
+
+    from hfmed.plots import confusion_counts
+
+    rng = np.random.default_rng(3)
+    labels, predicted = rng.integers(0, 5, 200), rng.integers(0, 5, 200)
+    np.testing.assert_array_equal(confusion_counts(predicted, labels, 5), confusion_matrix(labels, predicted, labels=range(5)))
+    with pytest.raises(ValueError, match=r"labels must be class indices in \[0, 4\)"):
+        confusion_counts(predicted % 4, labels, 4)
