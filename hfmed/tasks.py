@@ -354,7 +354,7 @@ class SingleLabelClassification(Task):
     card_usage = SINGLE_LABEL_USAGE
 
     def check_recipe(self, recipe) -> None:
-        from .recipe import RecipeError
+        from .recipe import EvaluationSection, RecipeError
 
         if recipe.training.pos_weight is not None:
             raise RecipeError(
@@ -362,8 +362,6 @@ class SingleLabelClassification(Task):
                 "uses cross-entropy over classes: remove training.pos_weight (data.balanced_sampler evens out "
                 "classes)"
             )
-        from .recipe import EvaluationSection
-
         default = EvaluationSection()
         evaluation = recipe.evaluation
         if (evaluation.threshold_method, evaluation.target_sensitivity) != (
