@@ -86,7 +86,7 @@ def test_chestmnist_gives_multi_hot_float_labels(tmp_path):
 
 def test_ood_split_from_a_second_file_and_max_per_split(tmp_path):
     write_npz(tmp_path / "bloodmnist.npz", flag="bloodmnist")
-    # Only a test split, as a corrupted copy of the test set (MedMNIST-C) ships.
+    # Only a test split, e.g. a corrupted copy of the test set.
     shifted = write_npz(tmp_path / "blood_site_b.npz", flag="bloodmnist", seed=1, sizes={"test": 5})
     data = load_medmnist(tmp_path / "bloodmnist.npz", cache_dir=tmp_path / "cache", max_per_split=3,
                          ood_npz_path=tmp_path / "blood_site_b.npz")
