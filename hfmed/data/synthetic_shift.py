@@ -30,6 +30,7 @@ to shift between scanners as real slides do.
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -295,7 +296,7 @@ def _counts(num: int, classes: int) -> list[int]:
 def write_synthetic_shift(
     root: str | os.PathLike,
     image_size: int = 32,
-    num_source: int = 2000,
+    num_source: int = 3000,
     num_train: int = 400,
     num_validation: int = 200,
     num_test: int = 400,
@@ -351,7 +352,7 @@ def default_cache_root() -> Path:
 
 def twin_params(
     image_size: int = 32,
-    num_source: int = 2000,
+    num_source: int = 3000,
     num_train: int = 400,
     num_validation: int = 200,
     num_test: int = 400,
@@ -405,7 +406,7 @@ def read_index(folder: Path) -> dict[str, list[tuple[str, int]]]:
 def load_synthetic_shift(
     root: str | os.PathLike | None = None,
     image_size: int = 32,
-    num_source: int = 2000,
+    num_source: int = 3000,
     num_train: int = 400,
     num_validation: int = 200,
     num_test: int = 400,
@@ -463,7 +464,9 @@ def pretrained_source_backbone(config, root: str | os.PathLike | None = None, **
     data_args = {k: v for k, v in data_args.items() if k != "splits"}
     folder = ensure_synthetic_shift(root, **data_args)
     source = read_index(folder)["source"]
-    return ensure_source_backbone(config, source, len(SOURCE_CLASSES), cache_root=folder / "backbones")
+    # The generator is deterministic: its parameters identify the source images wherever the twin lies.
+    key = json.dumps(twin_params(**data_args), sort_keys=True)
+    return ensure_source_backbone(config, source, len(SOURCE_CLASSES), folder / "backbones", source_key=key)
 
 
 BUILDER = Builder(name="synthetic_shift", load=load_synthetic_shift, source_backbone=pretrained_source_backbone)
