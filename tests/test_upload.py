@@ -163,3 +163,68 @@ def test_upload_stages_a_slice_cnn_regression_run_unchanged_with_an_mri_card(tmp
         assert fact in card.text, fact
     assert "volume regression" in card.text
     assert (out / "space" / "model_id.txt").read_text().strip() == "org/slice-cnn"
+
+
+def test_upload_stages_a_diamant_segmentation_run_and_its_space_runs_it_without_hfmed(tmp_path):
+    """A segmentation run stages unchanged (no branch in upload.py), and the staged Space, with hfmed
+    unimportable, segments a bundled example exactly as hfmed's own classes do."""
+    import numpy as np
+
+    from hfmed import DIAMANTForSemanticSegmentation, DIAMANTImageProcessor, diamant_config
+
+    run = tmp_path / "run"
+    config = diamant_config("diamant-tiny")
+    torch.manual_seed(0)
+    model = DIAMANTForSemanticSegmentation(config).eval()
+    processor = DIAMANTImageProcessor(size={"height": 32, "width": 32}, size_divisor=config.size_multiple)
+    example = sorted((ROOT / "spaces" / "diamant" / "examples").glob("*.png"))[0]
+    with torch.no_grad():  # shift the foreground bias so that about half the example is segmented at 0.5
+        logits = model(**processor(str(example), return_tensors="pt")).logits[0]
+        model.classifier.bias[1] += (logits[0] - logits[1]).median()
+    model.save_pretrained(run / "model")
+    processor.save_pretrained(run / "model")
+    (run / "metrics.json").write_text(json.dumps({
+        "task": "semantic_segmentation", "history": [],
+        "best": {"score": 0.81, "epoch": 5, "step": 50, "metrics": {"mean_dice": 0.81, "mean_iou": 0.7}},
+    }))
+    out = tmp_path / "staged"
+    assert upload.main([str(run), "--repo-id", "org/diamant", "--dry-run", "--out", str(out),
+                        "--space", str(ROOT / "spaces" / "diamant"), "--space-id", "org/diamant-space"]) == 0
+    files = {p.name for p in (out / "model").iterdir()}
+    assert {"modeling_diamant.py", "configuration_diamant.py", "image_processing_diamant.py"} <= files
+    auto_map = json.loads((out / "model" / "config.json").read_text())["auto_map"]
+    assert "AutoModelForSemanticSegmentation" in auto_map
+    card = ModelCard.load(out / "model" / "README.md")
+    assert card.data.pipeline_tag == "image-segmentation" and "diamant" in card.data.tags
+    assert {r.metric_type: r.metric_value for r in card.data.eval_results} == {"dice": 0.81, "mean_iou": 0.7}
+    space = out / "space"
+    assert (space / "model_id.txt").read_text().strip() == "org/diamant"
+    assert not (space / "make_examples.py").exists()  # it imports hfmed; the Space never runs it
+
+    example = space / "examples" / example.name
+    with torch.no_grad():
+        outputs = model(**processor(str(example), return_tensors="pt"))
+    height, width = processor.decode(str(example))[0].shape[-2:]
+    expected = processor.post_process_semantic_segmentation(outputs, target_sizes=[(height, width)])[0]
+    assert 0.2 < expected.float().mean() < 0.8
+    script = textwrap.dedent(
+        """
+        import importlib.util, sys
+        sys.modules["hfmed"] = None
+        import numpy as np
+        spec = importlib.util.spec_from_file_location("app", "app.py")
+        app = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(app)
+        overlay, heads, mask, text = app.predict(sys.argv[1], 0.5)
+        np.save(sys.argv[2], np.asarray(mask))
+        print(len(heads), overlay.size)
+        """
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+           "HF_MODULES_CACHE": str(tmp_path / "modules"), "HFMED_MODEL": str(out / "model"),
+           "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}
+    done = subprocess.run([sys.executable, "-c", script, str(example), str(tmp_path / "mask.npy")], env=env,
+                          cwd=space, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[:1] == [str(config.num_attention_heads)]
+    assert np.array_equal(np.load(tmp_path / "mask.npy"), expected.numpy())
