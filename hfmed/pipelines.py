@@ -172,6 +172,14 @@ class MedicalImageSegmentationPipeline(ImageSegmentationPipeline):
 
     _load_video_processor = False  # see MedicalImageClassificationPipeline
 
+    def check_model_type(self, supported_models):
+        # hfmed's families join AutoModelForSemanticSegmentation when hfmed is imported, which the static table of
+        # names transformers checks against here does not list: it would log an error for a model that works.
+        registered = getattr(getattr(AutoModelForSemanticSegmentation, "_model_mapping", None), "_extra_content", {})
+        if type(self.model) in registered.values():
+            return
+        super().check_model_type(supported_models)
+
     def _sanitize_parameters(self, overlap=None, blend=None, **kwargs):
         unknown = sorted(set(kwargs) - {"timeout"})
         if unknown:

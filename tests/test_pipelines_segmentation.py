@@ -119,3 +119,16 @@ def test_bad_call_arguments_are_clear(hub_folder, tmp_path):
         pipe(np.zeros((8, 8)), blend="median")
     with pytest.raises(ValueError, match="overlap is the fraction"):
         pipe(np.zeros((8, 8)), overlap=1.0)
+
+
+def test_an_hfmed_segmentation_model_is_not_reported_unsupported(hub_folder):
+    from transformers.testing_utils import CaptureLogger
+    from transformers.utils import logging
+
+    _, _, folder = hub_folder
+    with CaptureLogger(logging.get_logger("transformers.pipelines.base")) as stock:
+        pipeline("image-segmentation", model=str(folder), trust_remote_code=True)
+    with CaptureLogger(logging.get_logger("transformers.pipelines.base")) as ours:
+        pipeline(SEGMENTATION_TASK, model=str(folder))
+    assert "is not supported for image-segmentation" in stock.out  # transformers' static table of names
+    assert "is not supported" not in ours.out
