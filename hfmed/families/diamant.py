@@ -310,7 +310,9 @@ FAMILY = Family(
         pipeline_tag="image-segmentation",
     ),
     demo_recipe="configs/diamant-demo.yaml",
-    pipeline_task="image-segmentation",
+    # hfmed's segmentation pipeline: DICOM and other raw inputs through the processor, and a sliding window over
+    # images larger than the model's input (transformers' image-segmentation pipeline shrinks them).
+    pipeline_task="medical-image-segmentation",
     demo_input=_space_example,
     training_policy=DIAMANTTrainingPolicy(),
 )
