@@ -122,3 +122,31 @@ def test_hfmed_demo_prints_the_table_row_and_the_example_prediction(run_dir, tmp
     shares = [float(line.split()[1].rstrip("%")) for line in lines[1:]]
     assert lines[0].startswith("trained model on case00.png") and lines[1].split()[0] in {"background", "foreground"}
     assert sum(shares) == pytest.approx(100.0, abs=0.2)  # every pixel in one class's mask
+
+
+def test_a_resumed_run_re_evaluates_the_saved_model_with_its_kept_inputs(run_dir):
+    # After a resume past the best epoch the loop re-evaluates model/ (`_evaluate_saved`): the overlays then
+    # need the same kept inputs as in an uninterrupted run.
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
+    from transformers import AutoConfig, AutoImageProcessor
+
+    from hfmed.data import build_dataset
+    from hfmed.data.transforms import collate, make_transform
+    from hfmed.tasks import get_task
+    from hfmed.train import _evaluate_saved
+
+    recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
+    data = build_dataset(recipe["data"]["builder"], **recipe["data"]["args"])
+    processor = AutoImageProcessor.from_pretrained(run_dir / "model")
+    loader = DataLoader(data["validation"].with_transform(make_transform(processor)), batch_size=3, collate_fn=collate)
+    task = get_task("semantic_segmentation")
+    scores, labels, inputs = _evaluate_saved(run_dir / "model", loader, Accelerator(cpu=True), task)
+    assert inputs.shape == (task.keep_inputs, 3, 32, 32) and labels.shape == (len(data["validation"]), 32, 32)
+    first = collate([data["validation"].with_transform(make_transform(processor))[i] for i in range(task.keep_inputs)])
+    np.testing.assert_array_equal(inputs, first["pixel_values"].numpy())
+    best = json.loads((run_dir / "metrics.json").read_text())["best"]["metrics"]
+    config = AutoConfig.from_pretrained(run_dir / "model")
+    assert task.metrics(config, scores, labels, ["background", "foreground"])["mean_dice"] == pytest.approx(
+        best["mean_dice"]
+    )
