@@ -204,6 +204,11 @@ def single_label_metrics(probabilities, labels, label_names: Sequence[str]) -> d
     return results
 
 
+def _maps(values):
+    # A torch tensor (any device) as numpy without importing torch here; lists and arrays as they are.
+    return values.detach().cpu().numpy() if hasattr(values, "detach") else values
+
+
 def segmentation_metrics(predictions, references, label_names: Sequence[str], ignore_index: int = 255) -> dict[str, float]:
     """Dice per class, the foreground mean Dice, IoU per class and the mean IoU of a segmentation model.
 
@@ -219,10 +224,8 @@ def segmentation_metrics(predictions, references, label_names: Sequence[str], ig
         every class. A class that appears nowhere is `nan` and left out of the means.
     """
     label_names = [str(name) for name in label_names]
-    predictions = [np.asarray(p, dtype=np.int64) for p in (predictions.tolist() if hasattr(predictions, "detach")
-                                                           else predictions)]
-    references = [np.asarray(r, dtype=np.int64) for r in (references.tolist() if hasattr(references, "detach")
-                                                          else references)]
+    predictions = [np.asarray(p, dtype=np.int64) for p in _maps(predictions)]
+    references = [np.asarray(r, dtype=np.int64) for r in _maps(references)]
     kwargs = {"num_labels": len(label_names), "ignore_index": int(ignore_index), "label_names": label_names}
     results: dict[str, float] = {}
     for name in ("segmentation_dice", "segmentation_iou"):

@@ -92,3 +92,13 @@ def test_the_modules_need_a_class_count():
     metric = load_metric("segmentation_iou")
     with pytest.raises(ValueError, match="num_labels must be an integer >= 2"):
         metric.compute(predictions=[[[0]]], references=[[[0]]], num_labels=1)
+
+
+def test_tensors_and_arrays_give_the_same_numbers(maps):
+    import torch
+
+    predictions, references = maps
+    stacked_p = np.stack([p[:7, :9] for p in predictions])
+    stacked_r = np.stack([r[:7, :9] for r in references])
+    expected = segmentation_metrics(stacked_p, stacked_r, NAMES)
+    assert segmentation_metrics(torch.from_numpy(stacked_p), torch.from_numpy(stacked_r), NAMES) == expected
