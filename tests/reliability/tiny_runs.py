@@ -61,6 +61,11 @@ TINY = {
         "data.args": {"root": "{data}/lesion", "num_images": 16, "image_size": 32, "seed": 0,
                       "layout": "kvasir_seg", "val_fraction": 0.25},
     },
+    "movl": {
+        "model.config.lp_warmup_epochs": 1,
+        "data.args": {"root": "{data}/shift", "image_size": 32, "num_source": 10, "num_train": 12,
+                      "num_validation": 4, "num_test": 4, "num_ood": 4, "seed": 0},
+    },
 }
 
 # The same for every family: 3 epochs of at least 3 steps, a checkpoint every 2 steps, 2 kept.
