@@ -415,7 +415,8 @@ def labels_markdown(probabilities: dict[str, float], thresholds: dict[str, float
     if not listed:
         if per_label:
             return f"**No label at or above {against}.**"
-        shown = _format_pair(0.0, next(iter(thresholds.values())))[1]
+        value = next(iter(thresholds.values()))
+        shown = f"{value:.2f}" if round(value, 2) == value else f"{value:.6g}"  # never rounded across a probability
         return f"**No label at or above {against} ({shown}).**"
     rows = ["- {} ({} >= {})".format(n, *_format_pair(probabilities[n], thresholds[n])) for n in listed]
     return f"**Labels at or above {against}:**\n\n" + "\n".join(rows)
