@@ -154,6 +154,115 @@ def render_page(url: str, work: Path, window=(1280, 1600)) -> tuple[str, str, Pa
     return html, text, shot
 
 
+class DevToolsPipe:
+    """Headless Chromium driven over the DevTools protocol on a pipe (`--remote-debugging-pipe`: commands on the
+    browser's fd 3, answers on its fd 4, JSON messages ended by NUL), so a test can click in the page without a
+    websocket client. Use as a context manager; `evaluate(js)` returns the expression's value in the page."""
+
+    def __init__(self, work: Path, window=(1280, 1300)) -> None:
+        binary = chromium()
+        real = Path("/usr/lib/chromium/chromium")  # Debian's /usr/bin/chromium is a shell script around it
+        binary = str(real) if real.is_file() and os.access(real, os.X_OK) else binary
+        to_browser, self._to_browser = os.pipe()
+        self._from_browser, from_browser = os.pipe()
+
+        def remap():  # in the child: the pipe ends to fds 3 and 4, through high numbers (no clobbering)
+            os.dup2(os.dup2(to_browser, 200), 3)
+            os.dup2(os.dup2(from_browser, 201), 4)
+
+        args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+                f"--user-data-dir={work / 'profile'}", f"--window-size={window[0]},{window[1]}",
+                "--remote-debugging-pipe", "about:blank"]
+        self._log = open(work / "chromium.log", "w")
+        self.process = subprocess.Popen([binary, *args], close_fds=False, preexec_fn=remap,
+                                        stdout=subprocess.DEVNULL, stderr=self._log)
+        os.close(to_browser)
+        os.close(from_browser)
+        self.window, self._buffer, self._id, self.session = window, b"", 0, None
+
+    def send(self, method: str, params: dict | None = None, timeout: float = 60.0) -> dict:
+        import json
+
+        self._id += 1
+        message = {"id": self._id, "method": method, "params": params or {}}
+        if self.session:
+            message["sessionId"] = self.session
+        os.write(self._to_browser, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\0" not in self._buffer:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"chromium did not answer {method} within {timeout} s")
+                chunk = os.read(self._from_browser, 1 << 16)
+                if not chunk:
+                    pytest.fail(f"chromium closed the DevTools pipe ({method}); see {self._log.name}")
+                self._buffer += chunk
+            raw, self._buffer = self._buffer.split(b"\0", 1)
+            reply = json.loads(raw)
+            if reply.get("id") == self._id:
+                if "error" in reply:
+                    pytest.fail(f"chromium: {method}: {reply['error']}")
+                return reply["result"]
+
+    def open(self, url: str) -> None:
+        self.session = None
+        target = self.send("Target.createTarget", {"url": url})["targetId"]
+        self.session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        width, height = self.window
+        self.send("Emulation.setDeviceMetricsOverride",
+                  {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+
+    def evaluate(self, expression: str):
+        result = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True})["result"]
+        return result.get("value")
+
+    def wait_for(self, expression: str, what: str, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.evaluate(expression):
+            if time.monotonic() > deadline:
+                pytest.fail(f"the page never showed {what} within {timeout} s")
+            time.sleep(0.25)
+
+    def screenshot(self, path: Path) -> Path:
+        import base64
+
+        path.write_bytes(base64.b64decode(self.send("Page.captureScreenshot", {"format": "png"})["data"]))
+        return path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        os.close(self._to_browser)
+        os.close(self._from_browser)
+        self._log.close()
+
+
+def click_example(url: str, work: Path, label: str, answered: str, window=(1280, 1300)) -> tuple[str, Path]:
+    """Opens the Space at `url` in headless Chromium, clicks the example button whose text holds `label`, waits
+    until the JavaScript expression `answered` is true (the answer is on the page), then returns the page's
+    visible text and a screenshot."""
+    import json
+
+    work.mkdir(parents=True, exist_ok=True)
+    button = f"[...document.querySelectorAll('button')].find(b => b.textContent.includes({json.dumps(label)}))"
+    with DevToolsPipe(work, window) as browser:
+        browser.open(url)
+        browser.wait_for(f"!!{button}", f"the example button {label!r}")
+        browser.evaluate(f"{button}.click()")
+        browser.wait_for(answered, "the answer")
+        time.sleep(1.0)  # let the images finish painting
+        text = " ".join(str(browser.evaluate("document.body.innerText")).split())
+        return text, browser.screenshot(work / "answer.png")
+
+
 def distinct_colours(png: Path) -> int:
     with Image.open(png) as image:
         return len(image.convert("RGB").getcolors(maxcolors=1 << 20))

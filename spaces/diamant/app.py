@@ -679,9 +679,8 @@ def build_demo() -> gr.Blocks:
                         f"Attention maps of the frozen ViT, one per head ({heads} heads; last block, CLS over the "
                         "patches)"
                     ),
-                    columns=max(1, min(heads, 6)),
-                    rows=1 if heads <= 6 else None,
-                    height="auto",
+                    columns=6,  # the paper's figure: a ViT-S's six heads side by side (12 heads: two rows)
+                    height=200 if heads <= 6 else 400,
                     object_fit="contain",
                     format="png",
                     interactive=False,

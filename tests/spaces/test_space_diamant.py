@@ -20,6 +20,7 @@ from tests.space_harness import (
     REPO,
     check_imports_nothing_from_hfmed,
     check_model_source_order,
+    click_example,
     distinct_colours,
     front_matter,
     import_app,
@@ -196,7 +197,7 @@ def test_the_page_describes_the_model_and_its_heads(app):
     assert "classes: background, foreground" in markdown and "resized to 32x32" in markdown
     assert "Frozen ViT: 2 heads, patch 8, not initialised from DINO weights" in markdown
     gallery = next(b for b in demo.blocks.values() if isinstance(b, gr.Gallery))
-    assert "2 heads" in gallery.label and gallery.columns == 2
+    assert "2 heads" in gallery.label and gallery.columns == 6
 
 
 def _write_bad_inputs(folder):
@@ -339,6 +340,24 @@ def test_the_page_renders_in_headless_chromium(server, tmp_path):
     with Image.open(shot) as image:
         assert image.size == (1280, 1100)
     assert distinct_colours(shot) > 16  # text, the orange button, borders: not a blank page
+
+
+def test_clicking_an_example_in_chromium_shows_the_overlay_the_heads_and_the_mask(server, tmp_path):
+    answered = ("document.querySelectorAll('img[src*=\"head-\"]').length === 2"
+                " && !!document.querySelector('img[src*=\"mask-overlay\"]')")
+    text, shot = click_example(server["url"], tmp_path, "synthetic PNG: small polyp", answered)
+    assert "head 1" in text and "head 2" in text and "head 3" not in text
+    assert re.search(r"Segmented \(pixels whose probability .* at or above 0\.50\): foreground: [\d.]+ % of the image",
+                     text), text
+    assert re.search(r"1-mask ?\.png", text) and "Research use only, not for diagnosis." in text
+    with Image.open(shot) as image:
+        assert image.size == (1280, 1300)
+        colours = {colour for _, colour in image.convert("RGB").getcolors(maxcolors=1 << 20)}
+    assert len(colours) > 256  # the pictures are painted, not empty boxes
+    # the heads' lowest and highest attention, in viridis (the browser's downscaling blends patch edges a little)
+    palette = np.array(sorted(colours), dtype=np.int64)
+    for end in VIRIDIS_ENDS:
+        assert (np.abs(palette - np.array(end)).max(axis=1) <= 8).any(), end
 
 
 # --- Space metadata and bundled examples -------------------------------------------------------------------
