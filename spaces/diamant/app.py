@@ -44,8 +44,9 @@ MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024  # gradio's "20mb" is 20 * 1024 *
 DEFAULT_THRESHOLD = 0.5
 # The overlay is drawn at most this large (longest side, pixels); the mask file keeps the image's own size.
 MAX_OVERLAY_SIDE = 1024
-# Each attention map is shown at most this large (longest side), in the image's aspect ratio. Our choice.
-MAX_HEAD_SIDE = 256
+# Each attention map is shown this large (longest side), in the image's aspect ratio, whatever the image's size:
+# the heads of every answer look alike. Our choice.
+HEAD_SIDE = 256
 # Rows of the class-probability maps are computed this many at a time, so a 4096 x 4096 image never holds
 # more than one block of per-class probabilities at once. Our choice.
 ROWS_PER_BLOCK = 256
@@ -453,8 +454,10 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(image.astype(np.uint8), 0, -1))
 
 
-def _display_shape(height: int, width: int, longest: int) -> tuple[int, int]:
-    scale = min(1.0, longest / max(height, width))
+def _display_shape(height: int, width: int, longest: int, grow: bool = False) -> tuple[int, int]:
+    """`(height, width)` scaled so the longest side is at most `longest` (exactly `longest` with `grow`)."""
+    scale = longest / max(height, width)
+    scale = scale if grow else min(1.0, scale)
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
@@ -501,9 +504,9 @@ def viridis(values: np.ndarray) -> np.ndarray:
 
 def head_images(maps: torch.Tensor, height: int, width: int) -> list[tuple[Image.Image, str]]:
     """One picture per head of `(heads, h, w)` maps in [0, 1] (min-max per head, from the model), as DINO's
-    figures show them: viridis, the patch grid kept (nearest), in the image's aspect ratio, at most
-    `MAX_HEAD_SIDE` on the longest side."""
-    shown = _display_shape(height, width, MAX_HEAD_SIDE)
+    figures show them: viridis, the patch grid kept (nearest), in the image's aspect ratio, `HEAD_SIDE` on the
+    longest side."""
+    shown = _display_shape(height, width, HEAD_SIDE, grow=True)
     pictures = []
     for index, head in enumerate(maps.float().numpy(), start=1):
         picture = Image.fromarray(viridis(head)).resize(shown[::-1], Image.Resampling.NEAREST)

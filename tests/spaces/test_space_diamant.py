@@ -74,6 +74,12 @@ def _nearest_indices(source: int, target: int) -> np.ndarray:
     return np.minimum(((np.arange(target) + 0.5) * source / target).astype(np.int64), source - 1)
 
 
+def _head_shape(height, width, side=256):
+    """Each head is drawn 256 px on the image's longest side, in its aspect ratio."""
+    scale = side / max(height, width)
+    return round(height * scale), round(width * scale)
+
+
 def _edges(mask):
     padded = np.pad(mask, 1, mode="edge")
     centre = padded[1:-1, 1:-1]
@@ -132,9 +138,10 @@ def test_mask_overlay_and_heads_are_the_models(app, model_dir, example, tmp_path
     # the heads: one per DINO head (the tiny model has 2), each the model's map on its patch grid, in viridis
     maps = outputs.attention_maps[0].numpy()
     assert [caption for _, caption in heads] == [f"head {i}" for i in range(1, model.config.num_attention_heads + 1)]
-    rows, cols = _nearest_indices(maps.shape[1], height), _nearest_indices(maps.shape[2], width)
+    shown = _head_shape(height, width)
+    rows, cols = _nearest_indices(maps.shape[1], shown[0]), _nearest_indices(maps.shape[2], shown[1])
     for (picture, caption), head in zip(heads, maps, strict=True):
-        assert picture.size == (width, height), caption
+        assert picture.size == shown[::-1], caption
         pixels = np.asarray(picture)
         sampled = head[rows][:, cols]
         for value, colour in zip((0.0, 1.0), VIRIDIS_ENDS, strict=True):  # min-max per head: both ends occur
@@ -178,6 +185,14 @@ def test_large_images_are_segmented_in_row_blocks_equal_to_one_resize(app):
     unsure = ((not_background - 0.5).abs() < 1e-5) | ((second - first).abs() < 1e-5)
     assert np.array_equal(mask[~unsure.numpy()], expected[~unsure.numpy()])
     assert set(np.unique(mask)) == {0, 1, 2}
+
+
+def test_a_tiny_image_keeps_its_size_and_its_heads_are_drawn_full_size(app, tmp_path):
+    path = tmp_path / "tiny.png"
+    Image.open(PNG_EXAMPLE).resize((20, 12)).save(path)
+    overlay, heads, mask, _ = app.predict(str(path), 0.5)
+    assert mask.size == overlay.size == (20, 12)
+    assert [picture.size for picture, _ in heads] == [(256, 154)] * 2  # 12 * 256 / 20 = 153.6
 
 
 def test_a_model_without_attention_encoder_shows_no_heads(app, monkeypatch, tmp_path):
@@ -299,7 +314,7 @@ def test_client_predict_on_a_png_and_a_dicom(client, model_dir):
         with Image.open(overlay) as picture:
             assert picture.size == size[::-1] and picture.mode == "RGB"
         assert [h["caption"] for h in heads] == ["head 1", "head 2"]
-        assert all(Image.open(h["image"]).size == size[::-1] for h in heads)
+        assert all(Image.open(h["image"]).size == _head_shape(*size)[::-1] for h in heads)
         assert "not for diagnosis" in text
 
 
