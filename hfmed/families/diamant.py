@@ -277,6 +277,15 @@ class DIAMANTTrainingPolicy(TrainingPolicy):
         return {**batch, "attention_maps": self.cache.maps(model, batch["pixel_values"])}
 
 
+# `hfmed experiment configs/diamant-demo.yaml`: the paper's main comparison, DIAMANT against the image-only U-Net
+# of the same widths (`use_attention_encoder=False`), and the attention-only network (`use_image_encoder=False`).
+EXPERIMENTS = {
+    "diamant": (),
+    "image_only_unet": ("model.config.use_attention_encoder=false",),
+    "attention_only": ("model.config.use_image_encoder=false", "model.config.skip_connections=attention"),
+}
+
+
 def _space_example() -> str | None:
     # No real polyp image ships in a package: the Space's synthetic example.
     found = sorted((REPO / "spaces" / "diamant" / "examples").glob("*.jpg"))
@@ -315,6 +324,7 @@ FAMILY = Family(
     pipeline_task="medical-image-segmentation",
     demo_input=_space_example,
     training_policy=DIAMANTTrainingPolicy(),
+    experiments=EXPERIMENTS,
 )
 
-__all__ = ["FAMILY", "PAPERS", "USAGE", "AttentionMapCache", "DIAMANTTrainingPolicy"]
+__all__ = ["EXPERIMENTS", "FAMILY", "PAPERS", "USAGE", "AttentionMapCache", "DIAMANTTrainingPolicy"]
