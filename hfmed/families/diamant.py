@@ -198,7 +198,7 @@ class AttentionMapCache:
         the device and in the dtype the model returns."""
         base = _base(model)
         keys = self.keys(model, pixel_values)
-        found: dict[int, torch.Tensor] = {}
+        found: dict[int, tuple[torch.Tensor, int]] = {}
         missing = []
         for index, key in enumerate(keys):
             entry = self._entries.get(key)
@@ -206,18 +206,19 @@ class AttentionMapCache:
                 missing.append(index)
                 continue
             self._entries.move_to_end(key)
-            found[index] = _expand(*entry)
+            found[index] = entry
         self.hits += len(found)
         self.misses += len(missing)
         if missing:
             computed = base.get_attention_maps(pixel_values[missing])
             for position, index in enumerate(missing):
-                found[index] = computed[position]
+                found[index] = (computed[position], 1)
                 self._store(keys[index], computed[position], base.config.patch_size)
             device, dtype = computed.device, computed.dtype
         else:
             device, dtype = pixel_values.device, pixel_values.dtype
-        return torch.stack([found[i].to(device=device, dtype=dtype) for i in range(len(keys))])
+        # Patch-grid entries are expanded where they are used (on the accelerator, not before the copy).
+        return torch.stack([_expand(found[i][0].to(device=device, dtype=dtype), found[i][1]) for i in range(len(keys))])
 
     def _store(self, key: str, maps: torch.Tensor, patch_size: int) -> None:
         maps = maps.detach().to("cpu")
