@@ -682,7 +682,7 @@ def build_demo() -> gr.Blocks:
                     label="What the frozen backbone sees: the input, input + prompt, the learned prompt",
                     columns=3,
                     rows=1,
-                    height="auto",
+                    height=300,
                     object_fit="contain",
                     format="png",
                     interactive=False,

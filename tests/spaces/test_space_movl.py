@@ -24,6 +24,7 @@ from tests.space_harness import (
     REPO,
     check_imports_nothing_from_hfmed,
     check_model_source_order,
+    click_example,
     distinct_colours,
     front_matter,
     import_app,
@@ -382,6 +383,21 @@ def test_the_page_renders_in_headless_chromium(server, tmp_path):
     assert distinct_colours(shot) > 16  # text, the orange button, borders: not a blank page
     if os.environ.get("HFMED_UPDATE_SCREENSHOTS"):
         shutil.copy(shot, SCREENSHOT)
+
+
+def test_clicking_an_example_in_chromium_shows_the_classes_and_what_the_backbone_sees(server, model_dir, tmp_path):
+    answered = ("['input-resized', 'what-the-backbone-sees', 'learned-prompt'].every("
+                "name => !!document.querySelector(`img[src*=\"${name}\"]`))")
+    text, shot = click_example(server["url"], tmp_path, "synthetic PNG, in distribution: round nucleus", answered)
+    expected = _reference(model_dir, ROUND)[0]
+    top = max(expected, key=expected.get)
+    assert re.search(rf"(\*\*)?(Top class: {top}|No class at or above the threshold)", text), text
+    assert f"{round(100 * expected[top])}%" in text  # gr.Label shows the top classes in percent
+    assert "input, resized to 32x32" in text and "Research use only, not for diagnosis." in text
+    with Image.open(shot) as image:
+        assert image.size == (1280, 1300)
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert len(colours) > 256  # the pictures are painted (the random prompt alone has hundreds of colours)
 
 
 # --- Space metadata and bundled examples -------------------------------------------------------------------
