@@ -318,7 +318,8 @@ def load_seg_folder(
         official_split: use the split the release publishes (Kvasir-SEG train.txt / val.txt, ISIC 2018's
             Validation and Test folders) when it is in the folder.
         groups_csv: a CSV with `image_id,group_id` (e.g. patient ids from your own records): the split keeps
-            each group together. Overrides the layout's own groups.
+            each group together. Overrides the layout's own groups and its official split (which may put one
+            patient's images on both sides).
         image_dir, mask_dir, mask_suffix: the `generic` layout.
         include_normal: BUSI: keep the `normal/` images (empty masks).
         merged_mask_dir: BUSI: where merged masks are written (default `default_merged_mask_dir(root)`).
