@@ -147,12 +147,13 @@ def run_experiment(recipe_path, overrides=(), variants=None, out=None, retrain: 
                         **evaluate_splits(recipe, run / "model", data)},
             "run": str(run),
         })  # fmt: skip
+    title = first.name.removesuffix(f"-{next(iter(recipes))}")
     summary = {"recipe": first.source, "metric": first.evaluation.metric, "variants": rows}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "experiment.json").write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
     table = format_table(rows, first.evaluation.metric)
     (folder / "experiment.md").write_text(
-        f"# {first.name}: variants\n\nRecipe `{first.source}`; selection metric `{first.evaluation.metric}` on each "
+        f"# {title}: variants\n\nRecipe `{first.source}`; selection metric `{first.evaluation.metric}` on each "
         "split (validation: the best epoch's). Trainable: the parameters the optimizer holds.\n\n"
         + "\n".join(table) + "\n"
     )

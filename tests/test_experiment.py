@@ -96,6 +96,7 @@ def test_a_tiny_experiment_end_to_end(tmp_path, monkeypatch):
     expected = float(np.mean(predicted == np.array([label for _, label in ood])))
     assert movl["metrics"]["test_ood"]["accuracy"] == pytest.approx(expected)
     table = (folder / "experiment.md").read_text()
+    assert table.startswith("# movl-demo: variants\n")
     assert re.search(r"\| `movl` \| [0-9.]+ \| [0-9.]+ \| " + f"{expected:.4f}", table)
     # a second call reuses the finished runs (same resolved recipes)
     stamp = (folder / "lp" / "metrics.json").stat().st_mtime_ns
