@@ -481,24 +481,36 @@ def _prompt_description(config) -> str:
     return "the whole image"
 
 
+def stretched_prompt(model) -> tuple[np.ndarray, float]:
+    """The learned prompt as the change it makes to the pixel values in [0, 1] (the normalised prompt times the
+    backbone's std), around mid-grey and stretched by the factor that takes its largest change to the edge of the
+    range; `(uint8 (S, S, C), factor)`. A trained prompt often moves pixels by a few grey levels only: invisible
+    on the mean image, its pattern shows here."""
+    std = torch.tensor(model.config.image_std, dtype=torch.float32).view(-1, 1, 1)
+    change = model.prompt_pixels().float() * std
+    peak = float(change.abs().max())
+    factor = 0.5 / peak if peak > 0 else 1.0
+    unit = (0.5 + change * factor).clamp(0.0, 1.0)
+    return (unit * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy(), factor
+
+
 def backbone_views(model, pixel_values: torch.Tensor) -> list[tuple[Image.Image, str]]:
-    """The input resized to the backbone's size, the prompted image the backbone sees, and the learned prompt
-    (added to the mean image), each de-normalised and enlarged for display (`enlarge`), with captions."""
+    """What the frozen backbone sees, de-normalised and enlarged for display (`enlarge`), with captions: the input
+    resized to the backbone's size, the input + the learned prompt, and (with a prompt) the learned prompt on the
+    mean image and contrast-stretched (`stretched_prompt`)."""
     config = model.config
     size = config.image_size
-    plain = _unnormalised(pixel_values, config)
-    prompted = model.prompted_images(pixel_values.float())[0]
-    prompt = model.prompt_image()
-    if getattr(config, "uses_prompt", True):
-        seen = f"what the backbone sees: input + prompt ({_prompt_description(config)})"
-        learned = f"learned prompt on the mean image ({_prompt_description(config)})"
-    else:
-        seen = f"what the backbone sees: the input alone (strategy {config.strategy} has no prompt)"
-        learned = f"no prompt (strategy {config.strategy})"
+    plain = (enlarge(_unnormalised(pixel_values, config)), f"input, resized to {size}x{size}")
+    prompted = enlarge(model.prompted_images(pixel_values.float())[0])
+    if not getattr(config, "uses_prompt", True):
+        return [plain, (prompted, f"what the backbone sees: the input alone (strategy {config.strategy} has no prompt)")]
+    where = _prompt_description(config)
+    stretched, factor = stretched_prompt(model)
     return [
-        (enlarge(plain), f"input, resized to {size}x{size}"),
-        (enlarge(prompted), seen),
-        (enlarge(prompt), learned),
+        plain,
+        (prompted, f"what the backbone sees: input + prompt ({where})"),
+        (enlarge(model.prompt_image()), f"learned prompt on the mean image ({where})"),
+        (enlarge(stretched), f"learned prompt, contrast x{factor:.3g} around mid-grey"),
     ]
 
 
@@ -513,8 +525,9 @@ def predict(file_path: str | os.PathLike | None, threshold: float | None = None)
 
     Returns:
         `(probabilities, pictures, answer)`: the probability of every class (softmax; sigmoid per label for a
-        multi-label model), three `(image, caption)` pictures (the input resized to the backbone's size, the
-        prompted image the backbone sees, the learned prompt), and the answer as Markdown.
+        multi-label model), `(image, caption)` pictures (`backbone_views`: the input resized to the backbone's
+        size, the prompted image the backbone sees, the learned prompt on the mean image and contrast-stretched;
+        the first two only for a model without prompt), and the answer as Markdown.
     """
     if file_path is None or not str(file_path).strip():
         raise gr.Error("No file: upload one image (PNG, JPEG or DICOM) or pick an example", print_exception=False)
@@ -680,9 +693,9 @@ def build_demo() -> gr.Blocks:
                 )
                 pictures = gr.Gallery(
                     label="What the frozen backbone sees: the input, input + prompt, the learned prompt",
-                    columns=3,
+                    columns=4,
                     rows=1,
-                    height=300,
+                    height=240,
                     object_fit="contain",
                     format="png",
                     interactive=False,

@@ -41,6 +41,7 @@ SCREENSHOT = REPO / "docs" / "space-movl.png"  # README; rewritten with HFMED_UP
 CLASSES = dict(enumerate(TARGET_CLASSES))
 SIZE = 32  # movl-tiny's input
 FACTOR = 7  # the app enlarges 32 px pictures by 7 (ceil(224 / 32)) for display
+VIEWS = ("plain", "prompted", "prompt", "stretched")
 
 
 def _save_tiny_model(folder, seed=0, preset="movl-tiny", **overrides):
@@ -67,8 +68,22 @@ def _reference(folder, path):
     mean = np.asarray(config.image_mean).reshape(-1, 1, 1)
     std = np.asarray(config.image_std).reshape(-1, 1, 1)
     plain = np.rint(np.clip(pixel_values[0].numpy() * std + mean, 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0)
-    pictures = {"plain": plain, "prompted": model.prompted_images(pixel_values)[0], "prompt": model.prompt_image()}
+    change = model.prompt_pixels().numpy() * std  # the prompt's change to the [0, 1] pixel values
+    stretched = 0.5 + change * (0.5 / np.abs(change).max()) if np.abs(change).max() > 0 else None
+    pictures = {"plain": plain, "prompted": model.prompted_images(pixel_values)[0], "prompt": model.prompt_image(),
+                "stretched": None if stretched is None else np.rint(stretched * 255).astype(np.uint8).transpose(1, 2, 0)}
     return dict(zip(names, scores.tolist(), strict=True)), pictures, config
+
+
+def _prompt_parameters(folder):
+    """The saved prompt as one (C, S, S) array (normalised units), read from the weights file directly."""
+    from safetensors.numpy import load_file
+
+    weights = load_file(folder / "model.safetensors")
+    up, down = weights["movl.prompter.pad_up"][0], weights["movl.prompter.pad_down"][0]
+    left, right = weights["movl.prompter.pad_left"][0], weights["movl.prompter.pad_right"][0]
+    middle = np.concatenate([left, np.zeros((3, left.shape[1], SIZE - 2 * left.shape[2])), right], axis=2)
+    return np.concatenate([up, middle, down], axis=1)
 
 
 def _shrunk(image, factor=FACTOR):
@@ -121,11 +136,13 @@ def test_predict_returns_the_softmax_and_what_the_backbone_sees(app, model_dir, 
         assert probabilities[name] == pytest.approx(p, abs=1e-5), name
     assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)  # one softmax over the classes
 
+    std = np.asarray(config.image_std).reshape(-1, 1, 1)
+    factor = 0.5 / np.abs(_prompt_parameters(model_dir) * std).max()
     assert [caption for _, caption in pictures] == [
         "input, resized to 32x32", "what the backbone sees: input + prompt (a 4 px border)",
-        "learned prompt on the mean image (a 4 px border)"]
+        "learned prompt on the mean image (a 4 px border)", f"learned prompt, contrast x{factor:.3g} around mid-grey"]
     shown = {}
-    for (image, _), key in zip(pictures, ("plain", "prompted", "prompt"), strict=True):
+    for (image, _), key in zip(pictures, VIEWS, strict=True):
         assert image.mode == "RGB" and image.size == (SIZE * FACTOR, SIZE * FACTOR)
         shown[key] = _shrunk(image)
         assert np.array_equal(shown[key], reference[key]), key
@@ -136,6 +153,8 @@ def test_predict_returns_the_softmax_and_what_the_backbone_sees(app, model_dir, 
     assert np.abs(shown["prompted"][:pad].astype(int) - shown["plain"][:pad]).mean() > 10
     mean_colour = np.rint(np.asarray(config.image_mean) * 255)
     assert (shown["prompt"][centre] == mean_colour).all()  # the prompt alone: the mean image inside the border
+    assert (shown["stretched"][centre] == 128).all()  # stretched: mid-grey where the prompt is zero ...
+    assert np.abs(shown["stretched"].astype(int) - 127.5).max() == 127.5  # ... its largest change at an edge
     assert "not for diagnosis" in text
     assert example.exists()  # files outside gradio's upload folder are never deleted
 
@@ -165,9 +184,10 @@ def test_a_model_without_prompt_shows_the_input_unchanged(app, monkeypatch, tmp_
     probabilities, pictures, _ = app.predict(str(ROUND), 0.5)
     expected = _reference(folder, ROUND)[0]
     assert probabilities == pytest.approx(expected, abs=1e-5)
-    plain, seen, prompt = (_shrunk(image) for image, _ in pictures)
+    assert len(pictures) == 2  # no prompt to show
+    plain, seen = (_shrunk(image) for image, _ in pictures)
     assert np.array_equal(plain, seen)
-    assert "strategy lp has no prompt" in pictures[1][1] and pictures[2][1] == "no prompt (strategy lp)"
+    assert pictures[1][1] == "what the backbone sees: the input alone (strategy lp has no prompt)"
     assert "prompt: none" in " ".join(str(b.value) for b in app.build_demo().blocks.values()
                                       if isinstance(b, gr.Markdown))
 
@@ -315,7 +335,7 @@ def test_the_staged_space_serves_the_staged_model_without_hfmed(model_dir, tmp_p
     expected, reference, _ = _reference(model_dir, example)
     assert json.loads(done.stdout.strip().splitlines()[-1]) == pytest.approx(expected, abs=1e-5)
     pictures = np.load(tmp_path / "pictures.npy")
-    for picture, key in zip(pictures, ("plain", "prompted", "prompt"), strict=True):
+    for picture, key in zip(pictures, VIEWS, strict=True):
         assert np.array_equal(_shrunk(picture), reference[key]), key
 
 
@@ -336,8 +356,8 @@ def test_client_predict_on_a_png_and_a_dicom(client, model_dir):
         for name, p in expected.items():
             assert confidences[name] == pytest.approx(p, abs=1e-5), name
         assert label["label"] == max(expected, key=expected.get)
-        assert len(pictures) == 3
-        for picture, key in zip(pictures, ("plain", "prompted", "prompt"), strict=True):
+        assert len(pictures) == 4
+        for picture, key in zip(pictures, VIEWS, strict=True):
             with Image.open(picture["image"]) as image:
                 assert np.array_equal(_shrunk(image.convert("RGB")), reference[key]), key
         assert "Top class" in text or "No class at or above" in text
@@ -386,7 +406,7 @@ def test_the_page_renders_in_headless_chromium(server, tmp_path):
 
 
 def test_clicking_an_example_in_chromium_shows_the_classes_and_what_the_backbone_sees(server, model_dir, tmp_path):
-    answered = ("['input-resized', 'what-the-backbone-sees', 'learned-prompt'].every("
+    answered = ("['input-resized', 'what-the-backbone-sees', 'learned-prompt-on', 'learned-prompt-contrast'].every("
                 "name => !!document.querySelector(`img[src*=\"${name}\"]`))")
     text, shot = click_example(server["url"], tmp_path, "synthetic PNG, in distribution: round nucleus", answered)
     expected = _reference(model_dir, ROUND)[0]
