@@ -37,6 +37,9 @@ def test_variants_are_the_recipe_with_the_family_overrides(tmp_path):
     with pytest.raises(RecipeError, match="declares no experiment variants"):
         variant_recipes(REPO / "configs" / "lt-vit-demo.yaml")
     assert main([str(REPO / "configs" / "lt-vit-demo.yaml")]) == 2
+    from hfmed.cli import main as cli_main
+
+    assert cli_main(["experiment", str(DEMO), "--variants", "adapter"]) == 2  # `hfmed experiment` reaches it
 
 
 def test_trainable_parameters_are_what_the_optimizer_holds():
