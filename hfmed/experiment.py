@@ -6,9 +6,9 @@ one table comparing them.
 A family declares its variants as `Family.experiments` (name -> recipe overrides, e.g. the coupling
 strategies of a frozen-backbone method and full fine-tuning as the reference). Each variant is the recipe
 with its overrides (after the command line's), trained into `<out>/<variant>/` exactly as `hfmed train` would.
-Its best model is then evaluated on every split the data builder returns besides `train` and `validation`
-(e.g. an in-distribution `test` and an out-of-distribution `test_ood`). The experiment folder (default
-`<training.output_dir>-experiment`) gets:
+The training run evaluates its best model on every split the data builder returns besides `train` and
+`validation` (e.g. an in-distribution `test` and an out-of-distribution `test_ood`: `splits` in its
+metrics.json). The experiment folder (default `<training.output_dir>-experiment`) gets:
 
     <variant>/         each variant's run folder
     experiment.json    per variant: its overrides, trainable and total parameters, training time, the metrics of
@@ -30,8 +30,6 @@ from pathlib import Path
 import yaml
 
 from .recipe import Recipe, RecipeError, load_recipe
-
-FIT_SPLITS = ("train", "validation")
 
 
 def variant_recipes(recipe_path, overrides=(), variants=None, out=None) -> tuple[Path, dict[str, Recipe]]:
@@ -82,32 +80,13 @@ def parameter_counts(model, recipe: Recipe) -> tuple[int, int]:
 
 
 def evaluate_splits(recipe: Recipe, model_dir: Path, data) -> dict[str, dict]:
-    """The task's metrics of the model in `model_dir` on every split of `data` besides train and validation."""
+    """The task's metrics of the model in `model_dir` on every split of `data` besides train and validation (what
+    a run records as `splits` in its metrics.json: `hfmed.train.evaluate_splits`), outside a training run."""
     from accelerate import Accelerator
-    from torch.utils.data import DataLoader
-    from transformers import AutoImageProcessor
 
-    from .data.transforms import collate, make_transform
-    from .hub import trust_remote_code_for
-    from .registry import load_model
-    from .tasks import task_for
-    from .train import evaluate_model
+    from .train import evaluate_splits as evaluate
 
-    accelerator = Accelerator(cpu=not _cuda())
-    model = accelerator.prepare(load_model(model_dir))
-    processor = AutoImageProcessor.from_pretrained(model_dir, trust_remote_code=trust_remote_code_for(model_dir))
-    config = accelerator.unwrap_model(model).config
-    task = task_for(config)
-    label_names = [config.id2label[i] for i in range(config.num_labels)]
-    results = {}
-    for split in (s for s in data if s not in FIT_SPLITS):
-        loader = DataLoader(
-            data[split].with_transform(make_transform(processor, train=False)),
-            batch_size=recipe.training.eval_batch_size, collate_fn=collate,
-        )  # fmt: skip
-        _, scores, labels = evaluate_model(model, loader, accelerator, task)
-        results[split] = task.metrics(config, scores, labels, label_names)
-    return results
+    return evaluate(model_dir, data, Accelerator(cpu=not _cuda()), recipe.training.eval_batch_size)
 
 
 def _cuda() -> bool:
@@ -134,7 +113,9 @@ def run_experiment(recipe_path, overrides=(), variants=None, out=None, retrain: 
         else:
             print(f"[{index}/{len(recipes)}] {name}: reusing the finished run in {run}", flush=True)
         report = json.loads((run / "metrics.json").read_text())
-        data = build_dataset(recipe.data.builder, **recipe.data.args)
+        splits = report.get("splits")
+        if splits is None:  # a run written before runs evaluated their extra splits
+            splits = evaluate_splits(recipe, run / "model", build_dataset(recipe.data.builder, **recipe.data.args))
         trainable, total = parameter_counts(load_model(run / "model"), recipe)
         rows.append({
             "variant": name,
@@ -144,7 +125,7 @@ def run_experiment(recipe_path, overrides=(), variants=None, out=None, retrain: 
             "train_time_s": report.get("wall_time_s"),
             "best_epoch": (report.get("best") or {}).get("epoch"),
             "metrics": {"validation": (report.get("best") or {}).get("metrics", {}),
-                        **evaluate_splits(recipe, run / "model", data)},
+                        **splits},
             "run": str(run),
         })  # fmt: skip
     title = first.name.removesuffix(f"-{next(iter(recipes))}")

@@ -12,7 +12,7 @@ steps over one `Run`:
     train_one_epoch  the optimizer steps of one epoch (the training policy's epoch hook first)
     evaluate         validation metrics, best-epoch selection, export of the best model
     checkpoint       `Accelerator.save_state` + the loop state (`hfmed.checkpoint`)
-    finish           the task's end-of-run work, metrics.json, plots
+    finish           the task's end-of-run work, the best model on every extra split, metrics.json, plots
 
 A run writes into `training.output_dir`:
 
@@ -21,7 +21,8 @@ A run writes into `training.output_dir`:
     checkpoints/    `Accelerator.save_state` folders (step_000050, ...) for --resume, written under a temporary
                     name and renamed into place (hfmed/checkpoint.py), so a kill never leaves a torn one
     metrics.json    per-epoch history, best metrics, the task's extras (thresholds with sensitivity /
-                    specificity for classification)
+                    specificity for classification), and `splits`: the best model's metrics on every split the
+                    data has besides train and validation (`{"test": {...}, "test_ood": {...}}`; `{}` if none)
     recipe.yaml     the resolved recipe
     plots/          loss.png, metrics.png and the task's plots (roc.png, predictions.png)
 """
@@ -29,6 +30,7 @@ A run writes into `training.output_dir`:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -158,6 +160,8 @@ class Run:
     epochs: int
     state: TrainState
     callbacks: tuple = ()
+    data: Any = None
+    """The run's `DatasetDict` (its extra splits are evaluated at the end)."""
     progress: Any = None
     started: float = 0.0
     best_eval: tuple | None = None
@@ -248,6 +252,8 @@ def prepare(recipe: Recipe, resume=None, callbacks=()) -> Run:
     resume_dir = resolve_resume(resume, output_dir, log=accelerator.print)
     check_recipe(recipe)
     data = build_dataset(recipe.data.builder, **recipe.data.args)
+    given = recipe  # recipe.yaml keeps the recipe as given; the run builds with the data's class names
+    recipe = recipe_with_data_classes(recipe, data)
     model, processor = build_model(recipe)
     check_free_space(output_dir, model, training.checkpoints_total_limit)
     policy = family_for(model).training_policy
@@ -270,12 +276,12 @@ def prepare(recipe: Recipe, resume=None, callbacks=()) -> Run:
         output_dir.mkdir(parents=True, exist_ok=True)
         recover_folder(output_dir / "model")  # a kill may have cut the last best-model swap short
         with atomic_path(output_dir / "recipe.yaml") as temporary:
-            dump_recipe(recipe, temporary)
+            dump_recipe(given, temporary)
     run = Run(
         recipe=recipe, accelerator=accelerator, model=model, processor=processor, task=task, policy=policy,
         label_names=label_names, train_transform=train_transform, train_loader=train_loader,
         eval_loader=eval_loader, optimizer=optimizer, scheduler=scheduler, total_steps=total_steps,
-        epochs=epochs, state=state, callbacks=tuple(callbacks),
+        epochs=epochs, state=state, callbacks=tuple(callbacks), data=data,
     )
     run.progress = tqdm(
         total=total_steps, initial=state.step, disable=not accelerator.is_local_main_process, desc="train"
@@ -293,13 +299,59 @@ def check_recipe(recipe: Recipe) -> None:
 
     check_builder_args(recipe.data.builder, recipe.data.args)
     config = model_config(recipe)
-    task = task_for(config)
-    task.check_recipe(recipe)
-    choices = task.metric_names(config, [config.id2label[i] for i in range(config.num_labels)])
-    if recipe.evaluation.metric not in choices:
+    task_for(config).check_recipe(recipe)
+    # A metric named after a class waits for the data's class names when the recipe leaves them to the data.
+    _check_metric(recipe, config, wait_for_data=not isinstance(_given_classes(recipe), list))
+
+
+def _check_metric(recipe: Recipe, config, wait_for_data: bool = False) -> None:
+    choices = task_for(config).metric_names(config, [config.id2label[i] for i in range(config.num_labels)])
+    if recipe.evaluation.metric not in choices and not wait_for_data:
         raise RecipeError(
             f"evaluation.metric {recipe.evaluation.metric!r} is not computed; choose one of {sorted(choices)}"
         )
+
+
+def _given_classes(recipe: Recipe) -> list[str] | int | None:
+    """The classes a recipe fixes: the names of `model.config.id2label` or of the `model.init_from` checkpoint,
+    the count of `model.config.num_labels` alone, or `None` (the data's classes)."""
+    if recipe.model.init_from or "id2label" in recipe.model.config:
+        config = model_config(recipe)
+        return [config.id2label[i] for i in range(config.num_labels)]
+    return recipe.model.config.get("num_labels")
+
+
+def recipe_with_data_classes(recipe: Recipe, data) -> Recipe:
+    """The recipe a run builds its model from. Single-label data carries its class names (a ClassLabel `labels`,
+    `hfmed.data.class_names`): a recipe that names no classes gets them as `model.config.id2label`; one whose
+    classes disagree with the data's (count or names, in order) stops here with a `RecipeError` naming the fix.
+    Other data leaves the recipe as it is."""
+    from .data import class_names
+
+    names = class_names(data)
+    if names is None:
+        return recipe
+    given = _given_classes(recipe)
+    source = "the checkpoint model.init_from" if recipe.model.init_from else "model.config.id2label"
+    if isinstance(given, list) and given != names:
+        fix = ("fine-tune it on data with these classes" if recipe.model.init_from
+               else "remove model.config.id2label to take the data's names, or list exactly those, in that order")
+        raise RecipeError(
+            f"{source} has {len(given)} classes {given} but the data ({recipe.data.builder!r}) has {len(names)} "
+            f"{names}: {fix}"
+        )  # fmt: skip
+    if isinstance(given, int) and given != len(names):
+        raise RecipeError(
+            f"model.config.num_labels is {given} but the data ({recipe.data.builder!r}) has {len(names)} classes "
+            f"{names}: remove model.config.num_labels (the data's classes are taken)"
+        )
+    if isinstance(given, list):
+        return recipe
+    resolved = dict(recipe.model.config, id2label=dict(enumerate(names)))
+    resolved.pop("num_labels", None)
+    recipe = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, config=resolved))
+    _check_metric(recipe, model_config(recipe))
+    return recipe
 
 
 def _make_accelerator(recipe: Recipe):
@@ -510,10 +562,14 @@ def finish(run: Run) -> Path:
     best_eval = run.best_eval
     if best_eval is None:  # resumed after the best epoch: re-evaluate the saved best model
         best_eval = _evaluate_saved(output_dir / "model", run.eval_loader, accelerator, run.task)
+    splits = evaluate_splits(
+        output_dir / "model", run.data, accelerator, run.recipe.training.eval_batch_size, run.policy
+    )  # every process: the loaders are sharded
     if accelerator.is_main_process:
         scores, labels, inputs = best_eval
         report = {
-            "recipe": run.recipe.name, "task": run.task.report_name, "best": state.best, "history": state.history
+            "recipe": run.recipe.name, "task": run.task.report_name, "best": state.best, "history": state.history,
+            "splits": splits,
         }
         report.update(
             run.task.finish(
@@ -550,6 +606,50 @@ def _evaluate_saved(folder: Path, eval_loader, accelerator, task: Task):
     kept: list = []
     _, scores, labels = evaluate_model(model, eval_loader, accelerator, task, kept_inputs=kept)
     return scores, labels, _first_inputs(kept, task.keep_inputs)
+
+
+FIT_SPLITS = ("train", "validation")
+
+
+def extra_splits(data) -> list[str]:
+    """The splits of `data` besides train and validation whose labels are the training split's (an in-distribution
+    `test`, an out-of-distribution `test_ood`): what a run evaluates its best model on at the end. A split over
+    other classes (a pretraining `source` set) is left out: the model cannot be scored on it."""
+    if data is None:
+        return []
+
+    def labels(split):
+        return (getattr(data[split], "features", None) or {}).get("labels")
+
+    train_labels = labels("train") if "train" in data else None
+    return [split for split in data if split not in FIT_SPLITS and labels(split) == train_labels]
+
+
+def evaluate_splits(model_dir: Path, data, accelerator, batch_size: int,
+                    policy: TrainingPolicy | None = None) -> dict[str, dict]:
+    """`{split: the task's metrics}` of the model saved in `model_dir` on each of `extra_splits(data)`, through
+    `accelerator` (loaders sharded across processes, gathered for the metrics); `{}` where there are none."""
+    from transformers import AutoImageProcessor
+
+    from .data.transforms import collate, make_transform
+
+    splits = extra_splits(data)
+    if not splits:
+        return {}
+    model = accelerator.prepare(load_model(model_dir))
+    processor = AutoImageProcessor.from_pretrained(model_dir, trust_remote_code=trust_remote_code_for(model_dir))
+    config = accelerator.unwrap_model(model).config
+    task = task_for(config)
+    label_names = [config.id2label[i] for i in range(config.num_labels)]
+    results = {}
+    for split in splits:
+        loader = accelerator.prepare(DataLoader(
+            data[split].with_transform(make_transform(processor, train=False)), batch_size=batch_size,
+            collate_fn=collate,
+        ))  # fmt: skip
+        _, scores, labels = evaluate_model(model, loader, accelerator, task, policy)
+        results[split] = task.metrics(config, scores, labels, label_names)
+    return results
 
 
 def _first_inputs(kept: list, count: int):

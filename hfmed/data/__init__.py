@@ -127,6 +127,17 @@ def check_builder_args(builder: str, args: dict) -> None:
         raise TypeError(f"dataset builder {builder!r}: {err}; its parameters are {signature}") from None
 
 
+def class_names(data) -> list[str] | None:
+    """The class names a single-label dataset carries: the names of the training split's `labels` ClassLabel
+    (`medmnist`, `image_folder`, `synthetic_shift`, `hub` with `single_label=True`); `None` where its labels are
+    not a ClassLabel (multi-label vectors, regression targets, masks)."""
+    from datasets import ClassLabel
+
+    split = data["train"] if "train" in data else next(iter(data.values()), None)
+    feature = (getattr(split, "features", None) or {}).get("labels")
+    return list(feature.names) if isinstance(feature, ClassLabel) else None
+
+
 def build_dataset(builder: str, **kwargs) -> DatasetDict:
     """Calls the builder named `builder` (a key of `BUILDERS`) with `kwargs` (e.g. a recipe's `data.args`).
 
@@ -146,6 +157,7 @@ __all__ = [
     "Builder",
     "builder_spec",
     "check_builder_args",
+    "class_names",
     "CHEXPERT_LABELS",
     "LABEL_REGIONS",
     "MEDMNIST_2D",

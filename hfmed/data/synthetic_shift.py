@@ -423,10 +423,10 @@ def load_synthetic_shift(
             `source` (the pretraining set, labels over `SOURCE_CLASSES`).
 
     Returns:
-        `datasets.DatasetDict`, one entry per split, columns `path` (absolute PNG path), `labels` (int64, one
-        class index per image: `TARGET_CLASSES`, or `SOURCE_CLASSES` for `source`) and `image_id`.
+        `datasets.DatasetDict`, one entry per split, columns `path` (absolute PNG path), `labels` (a ClassLabel:
+        one int64 class index per image, over `TARGET_CLASSES`, or `SOURCE_CLASSES` for `source`) and `image_id`.
     """
-    from datasets import Dataset, DatasetDict, Features, Value
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
     known = ("source", *TARGET_SPLITS)
     unknown = [s for s in splits if s not in known]
@@ -437,7 +437,11 @@ def load_synthetic_shift(
         num_test=num_test, num_ood=num_ood, ood=ood, seed=seed,
     )  # fmt: skip
     index = read_index(folder)
-    features = Features({"path": Value("string"), "labels": Value("int64"), "image_id": Value("string")})
+
+    def features(split):
+        names = SOURCE_CLASSES if split == "source" else TARGET_CLASSES
+        return Features({"path": Value("string"), "labels": ClassLabel(names=names), "image_id": Value("string")})
+
     return DatasetDict({
         split: Dataset.from_dict(
             {
@@ -445,7 +449,7 @@ def load_synthetic_shift(
                 "labels": [label for _, label in index[split]],
                 "image_id": [Path(path).relative_to(folder).as_posix() for path, _ in index[split]],
             },
-            features=features,
+            features=features(split),
         )
         for split in splits
     })

@@ -104,6 +104,8 @@ def test_builder_splits_columns_and_cache(tmp_path, monkeypatch):
     data = build_dataset("synthetic_shift", **TINY)
     assert list(data) == ["train", "validation", "test", "test_ood"]
     assert data["train"].features["labels"].dtype == "int64"
+    assert data["train"].features["labels"].names == ["round_nucleus", "lobed_nucleus", "spindle_nucleus", "granular"]
+    assert data["test_ood"].features["labels"] == data["train"].features["labels"]  # the same classes
     assert sorted(set(data["test_ood"]["labels"])) == [0, 1, 2, 3]
     assert all(Path(p).is_file() and "/target/test_ood/" in p for p in data["test_ood"]["path"])
     folder = ensure_synthetic_shift(**TINY)
