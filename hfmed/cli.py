@@ -41,8 +41,22 @@ def _demo_recipes(args) -> list:
     return [load_recipe(FAMILIES[name].demo_recipe_path, args.overrides) for name in names]
 
 
+# How `hfmed demo`'s table names the held-out splits a run's metrics.json may hold under `splits`.
+SPLIT_MEANINGS = {"test": "in-distribution test set", "test_ood": "out-of-distribution test set"}
+
+
+def _split_value(values: dict, split: str, key: str):
+    """The metric `key` in one split's metrics (as the task names it, or with the split's prefix)."""
+    for name in (key, f"{split}_{key}"):
+        if isinstance(values.get(name), (int, float)):
+            return float(values[name])
+    return None
+
+
 def demo_row(run_dir: Path, family, staged: Path) -> dict:
-    """One row of `hfmed demo`'s table, read from the run's metrics.json through the task layer."""
+    """One row of `hfmed demo`'s table, read from the run's metrics.json through the task layer: the headline
+    validation metric of the best epoch and, for every held-out split the run evaluated (metrics.json's
+    `"splits": {"<split>": {<task metrics>}}`, e.g. MoVL's test and test_ood), the same metric on it."""
     from transformers import AutoConfig
 
     from .hub import trust_remote_code_for
@@ -50,18 +64,37 @@ def demo_row(run_dir: Path, family, staged: Path) -> dict:
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     config = AutoConfig.from_pretrained(run_dir / "model", trust_remote_code=trust_remote_code_for(run_dir / "model"))
-    metric, value = task_for(config).headline(metrics)
+    task = task_for(config)
+    metric, value = task.headline(metrics)
+    key = next(k for k, _, name in task.card_metrics if name == metric)
+    splits = {}
+    for split, values in (metrics.get("splits") or {}).items():
+        found = _split_value(values, split, key) if isinstance(values, dict) else None
+        if found is not None:
+            splits[split] = found
     return {"family": family.name, "task": metrics.get("task", ""), "metric": metric, "value": value,
-            "run": str(run_dir), "staged": str(staged)}
+            "splits": splits, "run": str(run_dir), "staged": str(staged)}
 
 
 def format_table(rows: list[dict]) -> list[str]:
-    """`hfmed demo`'s table: family, task, headline validation metric and value, run folder, staged repo."""
+    """`hfmed demo`'s table: family, task, headline validation metric and value, the same metric on each
+    held-out split (`-` without one), run folder, staged repo."""
     header = {"family": "family", "task": "task", "metric": "validation metric", "value": "value",
-              "run": "run folder", "staged": "staged model repo"}
-    cells = [header, *({**row, "value": f"{row['value']:.4f}"} for row in rows)]
+              "splits": "held-out splits", "run": "run folder", "staged": "staged model repo"}
+    cells = [header, *({**row, "value": f"{row['value']:.4f}",
+                        "splits": "  ".join(f"{s} {v:.4f}" for s, v in row.get("splits", {}).items()) or "-"}
+                       for row in rows)]
     widths = {key: max(len(str(cell[key])) for cell in cells) for key in header}
     return ["  ".join(str(cell[key]).ljust(widths[key]) for key in header).rstrip() for cell in cells]
+
+
+def splits_legend(rows: list[dict]) -> str | None:
+    """The line under the table that says what each held-out split shown is (None when none is)."""
+    shown = list(dict.fromkeys(split for row in rows for split in row.get("splits", {})))
+    if not shown:
+        return None
+    meanings = [f"{split} = {SPLIT_MEANINGS.get(split, 'the split ' + repr(split) + ' of the run')}" for split in shown]
+    return f"held-out splits (same metric as the validation column): {'; '.join(meanings)}"
 
 
 def _demo(args) -> int:
@@ -104,6 +137,9 @@ def _demo(args) -> int:
     print("\nvalidation (best epoch of each run; research use only):")
     for line in format_table(rows):
         print(f"  {line}")
+    legend = splits_legend(rows)
+    if legend:
+        print(legend)
     for _, family, run_dir in done:
         _print_example_prediction(run_dir / "model", family, prefix=f"\n{family.name}: ")
     if args.no_serve:

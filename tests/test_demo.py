@@ -34,16 +34,21 @@ REPO = Path(__file__).resolve().parents[1]
 # --- the table ----------------------------------------------------------------------------------------------
 
 
-def _fake_metrics(model_dir: Path, seed: int) -> dict:
-    """A metrics.json of the model's task with values no code computes: the table must copy them."""
+def _fake_metrics(model_dir: Path, seed: int, splits: tuple = ()) -> dict:
+    """A metrics.json of the model's task with values no code computes: the table must copy them. `splits`
+    adds held-out splits in the shape train.py writes (`"splits": {"<split>": {<task metrics>}}`)."""
     from transformers import AutoConfig
 
     from hfmed.tasks import task_for
 
     task = task_for(AutoConfig.from_pretrained(model_dir, trust_remote_code=False))
     best = {key: 0.5 + seed / 97 + i / 10 for i, (key, *_) in enumerate(task.card_metrics)}
-    return {"recipe": "demo", "task": task.report_name, "best": {"epoch": 2, "metrics": best},
-            "history": [{}, {}], "wall_time_s": 1.0}
+    metrics = {"recipe": "demo", "task": task.report_name, "best": {"epoch": 2, "metrics": best},
+               "history": [{}, {}], "wall_time_s": 1.0}
+    if splits:
+        metrics["splits"] = {split: {key: value - (j + 1) / 53 for key, value in best.items()}
+                             for j, split in enumerate(splits)}
+    return metrics
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +67,8 @@ def fake_runs(tiny_models, tmp_path, monkeypatch):
         for file in tiny_models[family].iterdir():
             if file.is_file():
                 (run / "model" / file.name).write_bytes(file.read_bytes())
-        metrics = _fake_metrics(run / "model", index + 1)
+        # MoVL evaluates its in-distribution test set and its OOD set (scanner B) after training.
+        metrics = _fake_metrics(run / "model", index + 1, ("test", "test_ood") if family == "movl" else ())
         (run / "metrics.json").write_text(json.dumps(metrics))
         runs[family] = (run, metrics)
     real_load = hfmed.recipe.load_recipe
@@ -116,7 +122,16 @@ def test_make_demo_table_rows_are_the_runs_metrics(fake_runs, capsys):
         # The headline's name as its task's card metrics spell it (e.g. "foreground mean Dice").
         name = next(label for task in TASKS.values() if task.report_name == metrics["task"]
                     for k, _, label in task.card_metrics if k == key).split()
-        assert row == [row[0], metrics["task"], *name, f"{value:.4f}", str(run), str(run / "hub" / "model")]
+        held_out = [token for split, values in metrics.get("splits", {}).items()
+                    for token in (split, f"{values[key]:.4f}")] or ["-"]
+        assert row == [row[0], metrics["task"], *name, f"{value:.4f}", *held_out, str(run),
+                       str(run / "hub" / "model")]
+    movl = next(row for row in rows if row[0] == "movl")
+    splits = runs["movl"][1]["splits"]
+    assert movl[2:8] == ["accuracy", f"{runs['movl'][1]['best']['metrics']['accuracy']:.4f}",
+                         "test", f"{splits['test']['accuracy']:.4f}", "test_ood", f"{splits['test_ood']['accuracy']:.4f}"]
+    assert ("held-out splits (same metric as the validation column): test = in-distribution test set; "
+            "test_ood = out-of-distribution test set") in out
     assert out.count("EXAMPLE ") == len(demo_families)
 
 
@@ -255,3 +270,19 @@ def test_one_lease_table_counts_the_combined_apps_uploads_for_every_tab(tiny_mod
         copy.write_bytes(example.read_bytes())
         module.predict(str(copy), 0.5)
         assert copy.is_file(), f"{family}: a bundled example's copy was deleted"
+
+
+def test_diamant_demo_input_is_scikit_images_photograph_when_installed(tmp_path, monkeypatch):
+    """DIAMANT's example prediction reads scikit-image's retina.jpg (else cell.png) where scikit-image ships
+    it, found without importing scikit-image; without it, the Space's synthetic polyp example."""
+    package = tmp_path / "skimage"
+    (package / "data").mkdir(parents=True)
+    (package / "__init__.py").write_text("raise ImportError('demo_input must not import scikit-image')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "skimage", raising=False)
+    demo_input = FAMILIES["diamant"].demo_input
+    assert Path(demo_input()).parent == REPO / "spaces" / "diamant" / "examples"
+    (package / "data" / "cell.png").write_bytes(b"png")
+    assert demo_input() == str(package / "data" / "cell.png")
+    (package / "data" / "retina.jpg").write_bytes(b"jpg")
+    assert demo_input() == str(package / "data" / "retina.jpg")

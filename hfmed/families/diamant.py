@@ -5,6 +5,7 @@ training policy that caches the frozen ViT's attention maps (`AttentionMapCache`
 import hashlib
 import weakref
 from collections import OrderedDict
+from pathlib import Path
 
 import torch
 
@@ -287,8 +288,18 @@ EXPERIMENTS = {
 }
 
 
-def _space_example() -> str | None:
-    # No real polyp image ships in a package: the Space's synthetic example.
+def _demo_image() -> str | None:
+    # No real polyp image ships in a package: scikit-image's real photograph retina.jpg (else cell.png) when
+    # scikit-image is installed (found without importing it; it is no dependency of hfmed), else the Space's
+    # synthetic polyp example.
+    import importlib.util
+
+    spec = importlib.util.find_spec("skimage")
+    if spec is not None and spec.origin:
+        for name in ("retina.jpg", "cell.png"):
+            path = Path(spec.origin).parent / "data" / name
+            if path.is_file():
+                return str(path)
     found = sorted((REPO / "spaces" / "diamant" / "examples").glob("*.jpg"))
     return str(found[0]) if found else None
 
@@ -323,7 +334,7 @@ FAMILY = Family(
     # hfmed's segmentation pipeline: DICOM and other raw inputs through the processor, and a sliding window over
     # images larger than the model's input (transformers' image-segmentation pipeline shrinks them).
     pipeline_task="medical-image-segmentation",
-    demo_input=_space_example,
+    demo_input=_demo_image,
     training_policy=DIAMANTTrainingPolicy(),
     experiments=EXPERIMENTS,
 )
