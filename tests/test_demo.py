@@ -286,3 +286,23 @@ def test_diamant_demo_input_is_scikit_images_photograph_when_installed(tmp_path,
     assert demo_input() == str(package / "data" / "cell.png")
     (package / "data" / "retina.jpg").write_bytes(b"jpg")
     assert demo_input() == str(package / "data" / "retina.jpg")
+
+
+@pytest.mark.parametrize("family", space_families())
+def test_every_family_prints_an_example_prediction_on_its_demo_file(family, tiny_models, capsys):
+    """`make demo`'s example prediction: the family's demo file through its pipeline, labelled research use
+    only, one line per class in the task's format (segmentation: the share of the image per class)."""
+    from transformers import AutoConfig
+
+    cli._print_example_prediction(tiny_models[family], FAMILIES[family], prefix=f"{family}: ")
+    header, *lines = capsys.readouterr().out.splitlines()
+    assert header == f"{family}: trained model on {Path(FAMILIES[family].demo_input()).name}; research use only:"
+    labels = set(AutoConfig.from_pretrained(tiny_models[family], trust_remote_code=False).id2label.values())
+    parsed = [re.fullmatch(r"  (\S+) +(\d+\.\d+)(% of the image)?", line) for line in lines]
+    assert lines and all(parsed), lines
+    assert {m.group(1) for m in parsed} <= labels
+    values = [float(m.group(2)) for m in parsed]
+    if FAMILIES[family].pipeline_task == "image-segmentation":  # every pixel belongs to one class
+        assert sum(values) == pytest.approx(100, abs=0.1 * len(values)) and all(m.group(3) for m in parsed)
+    elif family == "movl":  # single-label softmax over all four classes
+        assert len(values) == len(labels) and sum(values) == pytest.approx(1, abs=0.002 * len(values))
