@@ -1,9 +1,10 @@
 """Model cards for hfmed runs: Hub metadata, the method, intended use, input contract, results, usage.
 
 The card is built from four sources only: the family's facts (`Family.card`: papers, tags, an example input,
-a usage template; see `hfmed/families/`), the task's (`hfmed.tasks`: metrics, tag, label sentence), the
-trained folder (config + image processor, whose `input_contract()` speaks MONAI's metadata vocabulary) and the
-run's `metrics.json` / `recipe.yaml`.
+a usage template; `Family.card_model_facts`: what this model's parts are and which of them train; see
+`hfmed/families/`), the task's (`hfmed.tasks`: metrics, tag, label sentence), the trained folder (config + image
+processor, whose `input_contract()` speaks MONAI's metadata vocabulary) and the run's `metrics.json` (validation
+metrics of the best epoch, and its `splits`: the best model on each extra split) / `recipe.yaml`.
 """
 
 import json
@@ -25,8 +26,12 @@ def _results(metrics: dict) -> dict:
     return best.get("metrics") or {}
 
 
+def _split_results(metrics: dict | None) -> dict:
+    """`{split: metrics}` of the best model on the extra splits the run evaluated (metrics.json `splits`)."""
+    return (metrics or {}).get("splits") or {}
+
+
 def card_data(config, metrics: dict | None, recipe: dict | None, repo_id: str, license: str):
-    results = _results(metrics)
     dataset_name = ((recipe or {}).get("data") or {}).get("builder", "unknown")
     family = family_for(config).card
     task = task_for(config)
@@ -35,13 +40,14 @@ def card_data(config, metrics: dict | None, recipe: dict | None, repo_id: str, l
             task_type=family.pipeline_tag or task.config_problem_type,
             dataset_type=dataset_name,
             dataset_name=dataset_name,
-            dataset_split="validation",
+            dataset_split=split,
             metric_type=metric_type,
-            metric_name=name,
+            metric_name=name if split == "validation" else f"{name} ({split})",
             metric_value=round(float(results[key]), 4),
         )
+        for split, results in {"validation": _results(metrics), **_split_results(metrics)}.items()
         for key, metric_type, name in task.card_metrics
-        if key in results and results[key] is not None
+        if results.get(key) is not None
     ]
     papers = family.papers
     return ModelCardData(
@@ -128,7 +134,32 @@ def _results_table(metrics: dict | None, task) -> str:
     rows += [f"| {k} | {v:.4f} |" for k, v in sorted(results.items()) if isinstance(v, (int, float))]
     best = metrics["best"]
     text = f"Validation split, best epoch {best.get('epoch')} (step {best.get('step')}).\n\n" + "\n".join(rows)
-    return text + task.card_results_extra(metrics)
+    return text + task.card_results_extra(metrics) + _splits_tables(metrics, task)
+
+
+def _splits_tables(metrics: dict | None, task) -> str:
+    """One table per extra split (an in-distribution `test`, an out-of-distribution `test_ood`): the task's card
+    metrics of the best model, evaluated once after training."""
+    tables = []
+    for split, results in _split_results(metrics).items():
+        rows = [f"| {name} | {'-' if results.get(key) is None else f'{results[key]:.4f}'} |"
+                for key, _, name in task.card_metrics if key in results]
+        if rows:
+            tables.append(f"### Split `{split}`\n\nThe best epoch's model, evaluated after training.\n\n"
+                          "| metric | value |\n| --- | --- |\n" + "\n".join(rows))
+    return "".join(f"\n\n{table}" for table in tables)
+
+
+def model_facts(config) -> str:
+    """The family's facts about this model (`Family.card_model_facts`), as a list; empty where it gives none."""
+    import torch
+
+    family = family_for(config)
+    if family.card_model_facts is None:
+        return ""
+    with torch.device("meta"):  # shapes only: no weights are read or allocated
+        model = family.head_class(config)
+    return "\n".join(f"- {fact}" for fact in family.card_model_facts(model))
 
 
 def build_model_card(config, processor, repo_id: str, metrics: dict | None = None, recipe: dict | None = None,
@@ -147,6 +178,8 @@ def build_model_card(config, processor, repo_id: str, metrics: dict | None = Non
         sort_keys=False,
     ).strip()
     contract_rows = "\n".join(f"| {k} | {json.dumps(v)} |" for k, v in contract.items())
+    facts = model_facts(config)
+    facts_section = f"\n## This model\n\n{facts}\n" if facts else ""
     body = f"""
 # {repo_id.split("/")[-1]}
 
@@ -159,7 +192,7 @@ approved by any regulator and must not be used to guide patient care.
 
 Architecture: `{config.model_type}`; defaults that the papers do not state are ours and are documented
 in the config class (`configuration_{config.model_type}.py`).
-
+{facts_section}
 ## Intended use
 
 Research on {contract["modality"]} {family.input_kind} {task.card_words}: benchmarking, method development, teaching.

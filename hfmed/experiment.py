@@ -22,7 +22,6 @@ A finished variant whose resolved recipe is unchanged is reused (`--retrain` tra
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -68,15 +67,12 @@ def _finished(recipe: Recipe) -> bool:
 
 def parameter_counts(model, recipe: Recipe) -> tuple[int, int]:
     """(trainable, total) parameters of a model under its family's training policy: trainable are those the
-    optimizer holds (every stage's), total every parameter."""
-    from .policy import parameter_groups
+    optimizer holds (every stage's), total every parameter (`hfmed.policy.parameter_counts`). Which parameters
+    train does not depend on the recipe's learning rates, so `recipe` is not read."""
+    from .policy import parameter_counts as counts
     from .registry import family_for
 
-    # Which parameters train does not depend on their learning rates.
-    training = dataclasses.replace(recipe.training, module_learning_rates={})
-    groups = parameter_groups(model, training, family_for(model).training_policy)
-    trainable = sum(param.numel() for group in groups for param in group["params"])
-    return trainable, sum(param.numel() for param in model.parameters())
+    return counts(model, family_for(model).training_policy)
 
 
 def evaluate_splits(recipe: Recipe, model_dir: Path, data) -> dict[str, dict]:

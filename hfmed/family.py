@@ -81,6 +81,10 @@ class Family:
     training_policy: TrainingPolicy = field(default_factory=TrainingPolicy)
     """What trains, how and when (no-decay, learning-rate groups, frozen parameters, epoch hook, loss);
     see `hfmed.policy.TrainingPolicy`."""
+    card_model_facts: Callable | None = None
+    """`(model) -> list[str]`: facts about one trained model for its card, one line each (what its parts are,
+    which of them train and how many parameters that is: `hfmed.policy.parameter_counts`). The card calls it on
+    a model built from the checkpoint's config on the meta device (shapes, no weights). `None`: no such section."""
     experiments: dict = field(default_factory=dict)
     """Variant name -> recipe overrides (`"section.key=value"` strings, as on the command line): the variants
     `hfmed experiment RECIPE` trains on the same data and compares in one table (e.g. a method's strategies

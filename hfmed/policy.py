@@ -111,4 +111,14 @@ def parameter_groups(model, training, policy: TrainingPolicy | None = None) -> l
     return list(groups.values())
 
 
-__all__ = ["TrainingPolicy", "covers", "parameter_groups"]
+def parameter_counts(model, policy: TrainingPolicy | None = None) -> tuple[int, int]:
+    """(trainable, total) parameters of `model` under `policy`: trainable are those the optimizer holds (every
+    parameter the policy does not freeze, whichever stage trains it), total every parameter. Works on the meta
+    device."""
+    frozen = (policy or TrainingPolicy()).frozen(model)
+    named = list(model.named_parameters())
+    trainable = sum(param.numel() for name, param in named if not covers(name, frozen))
+    return trainable, sum(param.numel() for _, param in named)
+
+
+__all__ = ["TrainingPolicy", "covers", "parameter_counts", "parameter_groups"]

@@ -18,7 +18,7 @@ from ..models.diamant import (
     DIAMANTModel,
     diamant_config,
 )
-from ..policy import TrainingPolicy
+from ..policy import TrainingPolicy, parameter_counts
 
 PAPERS = [
     Paper(
@@ -288,6 +288,30 @@ EXPERIMENTS = {
 }
 
 
+def card_model_facts(model) -> list[str]:
+    """The card's facts about a DIAMANT model: its encoders, where its frozen ViT's weights come from, and
+    trainable vs total parameters (what the optimizer holds: all but the frozen ViT)."""
+    config, base = model.config, model.diamant
+    trainable, total = parameter_counts(model, DIAMANTTrainingPolicy(cache_attention_maps=False))
+    encoders = " + ".join(name for name, used in (("image encoder", config.use_image_encoder),
+                                                  ("attention-map encoder", config.use_attention_encoder)) if used)
+    facts = [f"Encoders: {encoders}; skip connections from `{config.skip_connections}`; a U-Net decoder"]
+    if base.dino is None:
+        facts.append("Frozen ViT: none (`use_attention_encoder=False`: the image-only U-Net)")
+    else:
+        vit = sum(param.numel() for param in base.dino.parameters())
+        source = (
+            f"the DINO weights `{config.pretrained_dino}` (loaded by `from_pretrained_backbones`)"
+            if config.pretrained_dino else
+            "random initialisation (`pretrained_dino: null`, as the offline demo: its attention maps are fixed "
+            "functions of the image, not DINO's learned saliency)"
+        )  # fmt: skip
+        facts.append(f"Frozen ViT ({vit:,} parameters, patch {config.patch_size}): {source}")
+    facts.append(f"Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / max(total, 1):.2f} %)"
+                 + (": everything but the frozen ViT" if base.dino is not None else ""))
+    return facts
+
+
 def _demo_image() -> str | None:
     # No real polyp image ships in a package: scikit-image's real photograph retina.jpg (else cell.png) when
     # scikit-image is installed (found without importing it; it is no dependency of hfmed), else the Space's
@@ -337,6 +361,9 @@ FAMILY = Family(
     demo_input=_demo_image,
     training_policy=DIAMANTTrainingPolicy(),
     experiments=EXPERIMENTS,
+    card_model_facts=card_model_facts,
 )
 
-__all__ = ["EXPERIMENTS", "FAMILY", "PAPERS", "USAGE", "AttentionMapCache", "DIAMANTTrainingPolicy"]
+__all__ = [
+    "EXPERIMENTS", "FAMILY", "PAPERS", "USAGE", "AttentionMapCache", "DIAMANTTrainingPolicy", "card_model_facts"
+]

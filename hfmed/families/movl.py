@@ -10,7 +10,7 @@ from ..models.movl import (
     MoVLModel,
     movl_config,
 )
-from ..policy import TrainingPolicy
+from ..policy import TrainingPolicy, parameter_counts
 
 
 class MoVLTrainingPolicy(TrainingPolicy):
@@ -82,6 +82,45 @@ EXPERIMENTS = {
 }
 
 
+_GROUP_WORDS = {"prompt": "prompt", "head": "linear probe", "backbone": "backbone"}
+_PROMPTS = {
+    "padding": "four border strips {size} px wide",
+    "fixed_patch": "a {size} px square in the top-left corner",
+    "full": "an additive image of the whole input",
+}
+
+
+def card_model_facts(model) -> list[str]:
+    """The card's facts about a MoVL model: its strategy and stages, trainable vs total parameters (what the
+    optimizer holds under the strategy, as `hfmed experiment` counts them), the prompt and the backbone."""
+    config = model.config
+    sizes = {group: sum(dict(model.named_parameters())[name].numel() for name in names)
+             for group, names in model.parameter_groups().items()}  # fmt: skip
+    trainable, total = parameter_counts(model, MoVLTrainingPolicy())
+    stages = "; ".join(
+        f"from epoch {stage.first_epoch + 1}: {' + '.join(_GROUP_WORDS[group] for group in stage.trains)}"
+        + (f" with the `{config.discrepancy}` discrepancy term (lambda {config.discrepancy_weight})"
+           if stage.discrepancy else "")
+        for stage in model.training_stages()
+    )  # fmt: skip
+    prompt = (
+        f"`{config.prompt_type}`, {_PROMPTS[config.prompt_type].format(size=config.prompt_size)} "
+        f"({sizes['prompt']:,} parameters), added to the normalised {config.image_size} px image"
+        if config.uses_prompt else f"none (strategy `{config.strategy}` reads the plain image)"
+    )  # fmt: skip
+    kind = (f"CLIP vision tower `{config.backbone}` ({config.hidden_size}-d projected embedding)"
+            if config.backbone_type == "clip" else f"timm `{config.backbone}` ({config.hidden_size}-d pooled features)")
+    frozen = config.freeze_backbone
+    return [
+        f"Strategy: `{config.strategy}` ({stages})",
+        f"Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / max(total, 1):.2f} %): prompt "
+        f"{sizes['prompt']:,}, linear probe {sizes['head']:,}, backbone {sizes['backbone']:,} "
+        f"({'frozen' if frozen else 'fine-tuned'})",
+        f"Prompt: {prompt}",
+        f"Backbone: {kind}, " + ("frozen (requires_grad off, kept in eval mode)" if frozen else "fine-tuned"),
+    ]
+
+
 def _space_example() -> str | None:
     # The Space's in-distribution example from the synthetic_shift twin (no medical image ships in a package).
     found = sorted((REPO / "spaces" / "movl" / "examples").glob("in_distribution_*.png"))
@@ -115,6 +154,7 @@ FAMILY = Family(
     training_policy=MoVLTrainingPolicy(),
     demo_recipe="configs/movl-demo.yaml",
     experiments=EXPERIMENTS,
+    card_model_facts=card_model_facts,
 )
 
-__all__ = ["EXPERIMENTS", "FAMILY", "PAPERS", "MoVLTrainingPolicy"]
+__all__ = ["EXPERIMENTS", "FAMILY", "PAPERS", "MoVLTrainingPolicy", "card_model_facts"]
