@@ -375,33 +375,40 @@ def bench_family(name: str, settings: Settings, gemm_gflops: float) -> list[Row]
         with torch.inference_mode(), settings.autocast():
             anchor_eval(pixel_values)
 
-    ours_s, anchor_s = interleaved(ours_forward, anchor_forward, settings)
-    rows.append(Row(name, f"eval forward, batch {spec.batch}", ours_s, anchor_s, anchor_name))
+    forward_s = None
+    if settings.wants("forward") or settings.wants("gemm"):
+        forward_s, anchor_s = interleaved(ours_forward, anchor_forward, settings)
+        if settings.wants("forward"):
+            rows.append(Row(name, f"eval forward, batch {spec.batch}", forward_s, anchor_s, anchor_name))
 
-    flops = count_flops(lambda: model(pixel_values=pixel_values))
-    achieved = flops / ours_s / 1e9
-    rows.append(Row(name, "achieved GFLOP/s (eval forward) vs GEMM peak", achieved, gemm_gflops,
-                    "square GEMM, same run", unit="GFLOP/s", target=">= 0.60x where GEMM-bound",
-                    note=spec.gemm_note, extra={"gflops_per_forward": flops / 1e9}))
+    if settings.wants("gemm"):
+        flops = count_flops(lambda: model(pixel_values=pixel_values))
+        achieved = flops / forward_s / 1e9
+        rows.append(Row(name, "achieved GFLOP/s (eval forward) vs GEMM peak", achieved, gemm_gflops,
+                        "square GEMM, same run", unit="GFLOP/s", target=">= 0.60x where GEMM-bound",
+                        note=spec.gemm_note, extra={"gflops_per_forward": flops / 1e9}))
 
-    model.train()
-    anchor_module.train()
-    ours_step = _train_step(model, lambda x, y: model(pixel_values=x, labels=y).loss, settings)
-    anchor_step = _train_step(anchor_module, anchor_train, settings)
-    ours_s, anchor_s = interleaved(lambda: ours_step(pixel_values, labels),
-                                   lambda: anchor_step(pixel_values, labels), settings)
-    rows.append(Row(name, f"train step (fwd + bwd + AdamW), batch {spec.batch}", ours_s, anchor_s, anchor_name))
-    model.eval()
+    if settings.wants("train"):
+        model.train()
+        anchor_module.train()
+        ours_step = _train_step(model, lambda x, y: model(pixel_values=x, labels=y).loss, settings)
+        anchor_step = _train_step(anchor_module, anchor_train, settings)
+        ours_s, anchor_s = interleaved(lambda: ours_step(pixel_values, labels),
+                                       lambda: anchor_step(pixel_values, labels), settings)
+        rows.append(Row(name, f"train step (fwd + bwd + AdamW), batch {spec.batch}", ours_s, anchor_s, anchor_name))
+        model.eval()
 
     with tempfile.TemporaryDirectory() as tmp:
-        description, processor, raw = spec.preprocess(Path(tmp))
-        per_item, _ = interleaved(lambda: processor(raw, return_tensors="pt"), None, settings)
-        per_item /= len(raw)
-        model_per_item = rows[0].ours / spec.batch
-        rows.append(Row(name, f"preprocessing per item ({description})", per_item, model_per_item,
-                        "model eval forward per item", target="<= 0.2x (>= 5x the model's rate)"))
-        rows.append(_from_pretrained_row(name, family, model, Path(tmp), settings))
-    if spec.extra_rows is not None:
+        if settings.wants("preprocess"):
+            description, processor, raw = spec.preprocess(Path(tmp))
+            # interleaved with the model's forward, so both see the same machine load
+            per_item, model_s = interleaved(lambda: processor(raw, return_tensors="pt"), ours_forward, settings)
+            rows.append(Row(name, f"preprocessing per item ({description})", per_item / len(raw),
+                            model_s / spec.batch, "model eval forward per item",
+                            target="<= 0.2x (>= 5x the model's rate)"))
+        if settings.wants("from_pretrained"):
+            rows.append(_from_pretrained_row(name, family, model, Path(tmp), settings))
+    if spec.extra_rows is not None and settings.wants("extra"):
         rows.extend(spec.extra_rows(settings))
     return rows
 

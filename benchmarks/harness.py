@@ -53,6 +53,11 @@ class Settings:
     rounds: int = 7
     warmup: int = 2
     quick: bool = False
+    only: tuple[str, ...] = ()  # row keys to run (`benchmarks.run.ROW_KEYS`); empty: every row
+    families: tuple[str, ...] = ()  # families to run; empty: every registered family
+
+    def wants(self, key: str) -> bool:
+        return not self.only or key in self.only
 
     def autocast(self):
         if self.amp is None:

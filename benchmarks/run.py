@@ -4,6 +4,10 @@
     python -m benchmarks.run --family lt_vit       # one family
     python -m benchmarks.run --amp bf16 --compile  # CUDA options
     python -m benchmarks.run --quick               # 3 rounds, for a smoke check
+    python -m benchmarks.run --family lt_vit --only forward --only loop   # some rows of one family
+
+With --family or --only the report is written only when --out is given (a partial run must not replace
+docs/benchmarks.md); rows print as they finish either way.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ import torch
 from .harness import Row, Settings, gemm_peak, machine, write_report
 
 REPO = Path(__file__).resolve().parents[1]
+
+# --only keys: the per-family rows, then the shared benchmarks (benchmarks.shared.SHARED keys)
+FAMILY_ROWS = ("forward", "gemm", "train", "preprocess", "from_pretrained", "extra")
 
 
 def _check_table() -> list[str]:
@@ -43,7 +50,11 @@ def main(argv=None) -> int:
     parser.add_argument("--compile", action="store_true", help="torch.compile ours and the anchor")
     parser.add_argument("--quick", action="store_true", help="3 rounds after 1 warm-up")
     parser.add_argument("--skip-shared", action="store_true", help="family rows only")
-    parser.add_argument("--out", default=str(REPO / "docs"), help="folder for benchmarks.md / benchmarks.json")
+    parser.add_argument("--only", action="append", default=[],
+                        help="only these rows (repeatable): " + ", ".join(FAMILY_ROWS) + ", data, memory, loop")
+    parser.add_argument("--out", default=None,
+                        help="folder for benchmarks.md / benchmarks.json (default docs/ for a full run; a run "
+                             "limited by --family or --only writes nothing unless --out is given)")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers.utils import logging as hf_logging
@@ -54,30 +65,42 @@ def main(argv=None) -> int:
     from .shared import SHARED
 
     families = _check_table()
+    keys = FAMILY_ROWS + tuple(SHARED)
+    unknown = sorted(set(args.only) - set(keys))
+    if unknown:
+        raise SystemExit(f"benchmarks: unknown --only {unknown}; choose from {list(keys)}")
     if args.family:
         unknown = sorted(set(args.family) - set(families))
         if unknown:
             raise SystemExit(f"benchmarks: unknown family {unknown}; registered: {families}")
         families = args.family
     settings = Settings(device=args.device, amp=args.amp, compile=args.compile,
-                        rounds=3 if args.quick else 7, warmup=1 if args.quick else 2, quick=args.quick)
+                        rounds=3 if args.quick else 7, warmup=1 if args.quick else 2, quick=args.quick,
+                        only=tuple(args.only), families=tuple(families))
+    out = args.out or (None if (args.family or args.only) else str(REPO / "docs"))
     info = machine()
     peak = gemm_peak(settings)
     info["gemm_peak_gflops"] = round(peak, 1)
     print(f"GEMM peak {peak:.1f} GFLOP/s on {info.get('gpu', info['cpu'])}", flush=True)
     rows: list[Row] = []
-    for name in families:
+    run_families = not args.only or any(key in FAMILY_ROWS for key in args.only)
+    for name in families if run_families else []:
         print(f"[{name}] ...", flush=True)
         for row in bench_family(name, settings, peak):
             rows.append(row)
             print(_line(row), flush=True)
     if not args.skip_shared:
         for title, bench in SHARED.items():
+            if not settings.wants(title):
+                continue
             print(f"[{title}] ...", flush=True)
             for row in bench(settings):
                 rows.append(row)
                 print(_line(row), flush=True)
-    markdown, data = write_report(rows, info, settings, Path(args.out))
+    if out is None:
+        print("partial run (--family / --only): no report written; pass --out to write one")
+        return 0
+    markdown, data = write_report(rows, info, settings, Path(out))
     print(f"wrote {markdown} and {data}")
     return 0
 

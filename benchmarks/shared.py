@@ -135,7 +135,7 @@ def training_loop_overhead(settings: Settings) -> list[Row]:
     rows = []
     steps = 4 if settings.quick else 8
     for name, family in FAMILIES.items():
-        if family.pending:
+        if family.pending or (settings.families and name not in settings.families):
             continue
         with tempfile.TemporaryDirectory() as tmp:
             recipe = load_recipe(family.demo_recipe_path, [f"training.output_dir={tmp}"])
@@ -175,10 +175,10 @@ def training_loop_overhead(settings: Settings) -> list[Row]:
     return rows
 
 
-SHARED = {
-    "data path at scale": data_path_at_scale,
-    "Slice-CNN training memory": slice_cnn_training_memory,
-    "training loop overhead": training_loop_overhead,
+SHARED = {  # keys double as `--only` names
+    "data": data_path_at_scale,
+    "memory": slice_cnn_training_memory,
+    "loop": training_loop_overhead,
 }
 
 __all__ = ["SHARED"]
