@@ -305,11 +305,16 @@ def check_recipe(recipe: Recipe) -> None:
 
 
 def _check_metric(recipe: Recipe, config, wait_for_data: bool = False) -> None:
-    choices = task_for(config).metric_names(config, [config.id2label[i] for i in range(config.num_labels)])
-    if recipe.evaluation.metric not in choices and not wait_for_data:
-        raise RecipeError(
-            f"evaluation.metric {recipe.evaluation.metric!r} is not computed; choose one of {sorted(choices)}"
-        )
+    """`evaluation.metric` must be one the task computes. With `wait_for_data`, a per-class metric of a class the
+    config does not name (`recall_<class>`) is left for the check that follows with the data's class names."""
+    labels = [config.id2label[i] for i in range(config.num_labels)]
+    choices = task_for(config).metric_names(config, labels)
+    metric = recipe.evaluation.metric
+    if metric in choices:
+        return
+    per_class = {name[: -len(label)] for name in choices for label in labels if name.endswith(f"_{label}")}
+    if not (wait_for_data and any(metric.startswith(prefix) for prefix in per_class)):
+        raise RecipeError(f"evaluation.metric {metric!r} is not computed; choose one of {sorted(choices)}")
 
 
 def _given_classes(recipe: Recipe) -> list[str] | int | None:
@@ -330,6 +335,7 @@ def recipe_with_data_classes(recipe: Recipe, data) -> Recipe:
 
     names = class_names(data)
     if names is None:
+        _check_metric(recipe, model_config(recipe))  # a per-class metric left to the data's names
         return recipe
     given = _given_classes(recipe)
     source = "the checkpoint model.init_from" if recipe.model.init_from else "model.config.id2label"
@@ -346,7 +352,7 @@ def recipe_with_data_classes(recipe: Recipe, data) -> Recipe:
             f"{names}: remove model.config.num_labels (the data's classes are taken)"
         )
     if isinstance(given, list):
-        return recipe
+        return recipe  # its classes, and so the metric, were checked with the recipe
     resolved = dict(recipe.model.config, id2label=dict(enumerate(names)))
     resolved.pop("num_labels", None)
     recipe = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, config=resolved))

@@ -91,6 +91,10 @@ def test_a_recipe_without_classes_takes_the_data_class_names(tmp_path):
     # a metric named after a class waits for the data's names instead of failing on the preset's
     recipe = load_recipe(path, ["evaluation.metric=recall_pneumonia"])
     check_recipe(recipe)
+    with pytest.raises(RecipeError, match="evaluation.metric 'recall_covid' is not computed; choose one of .*'recall_normal'"):
+        prepare(load_recipe(path, ["evaluation.metric=recall_covid"]))  # once the data has named its classes
+    with pytest.raises(RecipeError, match="evaluation.metric 'mae' is not computed"):
+        check_recipe(load_recipe(path, ["evaluation.metric=mae"]))  # no class's metric: before any data is read
     run = tmp_path / "run"
     train(recipe)
     config = json.loads((run / "model" / "config.json").read_text())
