@@ -313,12 +313,15 @@ def _read_dicom(source: Any, name: str, force: bool) -> Any:
 
 
 # Copied from hfmed.models.lt_vit.image_processing_lt_vit._replicate
-def _replicate(grey: np.ndarray) -> np.ndarray:
+def _replicate(grey: np.ndarray, keep_grey: bool = False) -> np.ndarray:
+    """(3, H, W) float32 copies of a grey image; (1, H, W) with `keep_grey` (the caller expands it later)."""
+    if keep_grey:
+        return np.ascontiguousarray(grey[None], dtype=np.float32)
     return np.ascontiguousarray(np.repeat(grey[None].astype(np.float32), NUM_CHANNELS, axis=0))
 
 
 # Copied from hfmed.models.lt_vit.image_processing_lt_vit._decode_pil
-def _decode_pil(image: Image.Image, max_image_pixels: int, name: str) -> np.ndarray:
+def _decode_pil(image: Image.Image, max_image_pixels: int, name: str, keep_grey: bool = False) -> np.ndarray:
     width, height = image.size
     _check_size(height, width, max_image_pixels, name)
     mode = image.mode
@@ -332,22 +335,22 @@ def _decode_pil(image: Image.Image, max_image_pixels: int, name: str) -> np.ndar
     except OSError as err:
         raise ValueError(f"{name} could not be decoded: {_one_line(err)}; pass an uncorrupted image") from err
     if mode == "L":
-        return _replicate(pixels.astype(np.float32) / np.float32(255.0))
+        return _replicate(pixels.astype(np.float32) / np.float32(255.0), keep_grey)
     if mode == "RGB":
         return np.ascontiguousarray(pixels.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)
     if mode == "F":
         _check_finite(pixels, name)
-        return _replicate(_grey_to_unit(pixels))
-    return _replicate(min_max(pixels))  # 16/32-bit integer grey
+        return _replicate(_grey_to_unit(pixels), keep_grey)
+    return _replicate(min_max(pixels), keep_grey)  # 16/32-bit integer grey
 
 
 # Copied from hfmed.models.lt_vit.image_processing_lt_vit._decode_array
-def _decode_array(array: np.ndarray, max_image_pixels: int, name: str) -> np.ndarray:
+def _decode_array(array: np.ndarray, max_image_pixels: int, name: str, keep_grey: bool = False) -> np.ndarray:
     _check_real_dtype(array, name)
     if array.ndim == 2:
         _check_size(array.shape[0], array.shape[1], max_image_pixels, name)
         _check_finite(array, name)
-        return _replicate(_grey_to_unit(array))
+        return _replicate(_grey_to_unit(array), keep_grey)
     if array.ndim == 3 and array.dtype == np.uint8 and array.shape[-1] == NUM_CHANNELS:
         _check_size(array.shape[0], array.shape[1], max_image_pixels, name)
         return np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)

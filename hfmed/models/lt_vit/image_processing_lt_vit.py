@@ -328,11 +328,14 @@ def _decompression_bomb(name: str, err: Exception, max_image_pixels: int) -> Val
     )
 
 
-def _replicate(grey: np.ndarray) -> np.ndarray:
+def _replicate(grey: np.ndarray, keep_grey: bool = False) -> np.ndarray:
+    """(3, H, W) float32 copies of a grey image; (1, H, W) with `keep_grey` (the caller expands it later)."""
+    if keep_grey:
+        return np.ascontiguousarray(grey[None], dtype=np.float32)
     return np.ascontiguousarray(np.repeat(grey[None].astype(np.float32), NUM_CHANNELS, axis=0))
 
 
-def _decode_pil(image: Image.Image, max_image_pixels: int, name: str) -> np.ndarray:
+def _decode_pil(image: Image.Image, max_image_pixels: int, name: str, keep_grey: bool = False) -> np.ndarray:
     width, height = image.size
     _check_size(height, width, max_image_pixels, name)
     mode = image.mode
@@ -346,21 +349,21 @@ def _decode_pil(image: Image.Image, max_image_pixels: int, name: str) -> np.ndar
     except OSError as err:
         raise ValueError(f"{name} could not be decoded: {_one_line(err)}; pass an uncorrupted image") from err
     if mode == "L":
-        return _replicate(pixels.astype(np.float32) / np.float32(255.0))
+        return _replicate(pixels.astype(np.float32) / np.float32(255.0), keep_grey)
     if mode == "RGB":
         return np.ascontiguousarray(pixels.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)
     if mode == "F":
         _check_finite(pixels, name)
-        return _replicate(_grey_to_unit(pixels))
-    return _replicate(min_max(pixels))  # 16/32-bit integer grey
+        return _replicate(_grey_to_unit(pixels), keep_grey)
+    return _replicate(min_max(pixels), keep_grey)  # 16/32-bit integer grey
 
 
-def _decode_array(array: np.ndarray, max_image_pixels: int, name: str) -> np.ndarray:
+def _decode_array(array: np.ndarray, max_image_pixels: int, name: str, keep_grey: bool = False) -> np.ndarray:
     _check_real_dtype(array, name)
     if array.ndim == 2:
         _check_size(array.shape[0], array.shape[1], max_image_pixels, name)
         _check_finite(array, name)
-        return _replicate(_grey_to_unit(array))
+        return _replicate(_grey_to_unit(array), keep_grey)
     if array.ndim == 3 and array.dtype == np.uint8 and array.shape[-1] == NUM_CHANNELS:
         _check_size(array.shape[0], array.shape[1], max_image_pixels, name)
         return np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)
@@ -459,17 +462,19 @@ class LTViTImageProcessor(TorchvisionBackend):
             )
 
     def _decode_all(
-        self, images: Any, allowed_modalities: Sequence[str], max_image_pixels: int
+        self, images: Any, allowed_modalities: Sequence[str], max_image_pixels: int, keep_grey: bool = False
     ) -> list[np.ndarray]:
         items = list(images) if isinstance(images, (list, tuple)) else [images]
         if not items:
             raise ValueError("No images given: pass one input or a non-empty list of inputs")
-        return [self._decode(item, allowed_modalities, max_image_pixels) for item in items]
+        return [self._decode(item, allowed_modalities, max_image_pixels, keep_grey) for item in items]
 
-    def _decode(self, item: Any, allowed_modalities: Sequence[str], max_image_pixels: int) -> np.ndarray:
-        """Decodes one input to a float32 (3, H, W) array in [0, 1]."""
+    def _decode(
+        self, item: Any, allowed_modalities: Sequence[str], max_image_pixels: int, keep_grey: bool = False
+    ) -> np.ndarray:
+        """Decodes one input to a float32 (3, H, W) array in [0, 1] ((1, H, W) for grey with `keep_grey`)."""
         if isinstance(item, (str, os.PathLike)):
-            return self._decode_path(item, allowed_modalities, max_image_pixels)
+            return self._decode_path(item, allowed_modalities, max_image_pixels, keep_grey)
         if isinstance(item, (bytes, bytearray, memoryview)):
             data = bytes(item)
             name = f"bytes input ({len(data)} bytes)"
@@ -479,7 +484,7 @@ class LTViTImageProcessor(TorchvisionBackend):
                 )
             if _has_dicom_magic(data):
                 dataset = _read_dicom(io.BytesIO(data), name, force=False)
-                return self._decode_dataset(dataset, allowed_modalities, max_image_pixels)
+                return self._decode_dataset(dataset, allowed_modalities, max_image_pixels, keep_grey)
             try:
                 image = Image.open(io.BytesIO(data))
             except UnidentifiedImageError as err:
@@ -487,11 +492,11 @@ class LTViTImageProcessor(TorchvisionBackend):
             except Image.DecompressionBombError as err:
                 raise _decompression_bomb(name, err, max_image_pixels) from err
             with image:
-                return _decode_pil(image, max_image_pixels, name)
+                return _decode_pil(image, max_image_pixels, name, keep_grey)
         if _is_pydicom_dataset(item):
-            return self._decode_dataset(item, allowed_modalities, max_image_pixels)
+            return self._decode_dataset(item, allowed_modalities, max_image_pixels, keep_grey)
         if isinstance(item, Image.Image):
-            return _decode_pil(item, max_image_pixels, "PIL image")
+            return _decode_pil(item, max_image_pixels, "PIL image", keep_grey)
         if isinstance(item, torch.Tensor):
             tensor = item.detach().cpu()
             # numpy has no bfloat16 / float8.
@@ -501,16 +506,18 @@ class LTViTImageProcessor(TorchvisionBackend):
                 torch.float64,
             ):
                 tensor = tensor.to(torch.float32)
-            return _decode_array(tensor.numpy(), max_image_pixels, "torch tensor")
+            return _decode_array(tensor.numpy(), max_image_pixels, "torch tensor", keep_grey)
         if isinstance(item, np.ndarray):
-            return _decode_array(item, max_image_pixels, "numpy array")
+            return _decode_array(item, max_image_pixels, "numpy array", keep_grey)
         raise TypeError(
             f"Unsupported input type {type(item).__name__}: pass a DICOM/PNG/JPEG path or bytes, a "
             "pydicom.Dataset, a PIL image, a 2-D numpy array / torch tensor, or an (H, W, 3) uint8 array "
             "(or a flat list of these)"
         )
 
-    def _decode_path(self, item: Any, allowed_modalities: Sequence[str], max_image_pixels: int) -> np.ndarray:
+    def _decode_path(
+        self, item: Any, allowed_modalities: Sequence[str], max_image_pixels: int, keep_grey: bool = False
+    ) -> np.ndarray:
         path = os.fspath(item)
         if isinstance(path, bytes):
             path = os.fsdecode(path)
@@ -534,7 +541,7 @@ class LTViTImageProcessor(TorchvisionBackend):
         if has_magic or path.lower().endswith(".dcm"):
             # force=True lets a .dcm without the 128-byte preamble (older exports) still be read.
             dataset = _read_dicom(path, repr(path), force=not has_magic)
-            return self._decode_dataset(dataset, allowed_modalities, max_image_pixels)
+            return self._decode_dataset(dataset, allowed_modalities, max_image_pixels, keep_grey)
         try:
             image = Image.open(path)
         except UnidentifiedImageError as err:
@@ -542,14 +549,16 @@ class LTViTImageProcessor(TorchvisionBackend):
         except Image.DecompressionBombError as err:
             raise _decompression_bomb(repr(path), err, max_image_pixels) from err
         with image:
-            return _decode_pil(image, max_image_pixels, repr(path))
+            return _decode_pil(image, max_image_pixels, repr(path), keep_grey)
 
     @staticmethod
-    def _decode_dataset(dataset: Any, allowed_modalities: Sequence[str], max_image_pixels: int) -> np.ndarray:
+    def _decode_dataset(
+        dataset: Any, allowed_modalities: Sequence[str], max_image_pixels: int, keep_grey: bool = False
+    ) -> np.ndarray:
         grey = radiograph_to_unit(
             dataset, allowed_modalities=allowed_modalities, max_image_pixels=max_image_pixels
         )
-        return _replicate(grey)
+        return _replicate(grey, keep_grey)
 
     def decode(
         self,
@@ -627,10 +636,21 @@ class LTViTImageProcessor(TorchvisionBackend):
     ) -> list[torch.Tensor]:
         # Replaces the base fetch + process_image route: it would open a DICOM path with PIL and read a 16-bit
         # grey image as a picture in [0, 255].
-        decoded = self._decode_all(images, kwargs.get("allowed_modalities"), kwargs.get("max_image_pixels"))
+        # A grey image stays one channel, expanded to three without a copy (stride 0): `resize` then resizes
+        # that one channel and expands the result, a third of the work, with the same numbers.
+        decoded = self._decode_all(
+            images, kwargs.get("allowed_modalities"), kwargs.get("max_image_pixels"), keep_grey=True
+        )
         device = kwargs.get("device")
-        tensors = [torch.from_numpy(image) for image in decoded]
+        tensors = [torch.from_numpy(image).expand(NUM_CHANNELS, -1, -1) for image in decoded]
         return [tensor.to(device) for tensor in tensors] if device is not None else tensors
+
+    def resize(self, image: torch.Tensor, size: Any, *args, **kwargs) -> torch.Tensor:
+        if image.ndim >= 3 and image.shape[-3] == NUM_CHANNELS and image.stride(-3) == 0:
+            # three views of one grey channel (see `_prepare_image_like_inputs`): resize it once
+            resized = super().resize(image[..., :1, :, :], size, *args, **kwargs)
+            return resized.expand(*resized.shape[:-3], NUM_CHANNELS, *resized.shape[-2:])
+        return super().resize(image, size, *args, **kwargs)
 
 
 __all__ = ["LTViTImageProcessor"]

@@ -178,6 +178,18 @@ def test_16bit_grey_png_min_max_scaled(tmp_path, processor32):
     np.testing.assert_allclose(processor32.decode(wide)[0][0], hand_min_max(grey), atol=1e-6)
 
 
+def test_grey_resized_once_equals_three_channel_resize(processor32):
+    # a grey image is resized as one channel and expanded: the numbers equal the same picture given as RGB
+    grey = np.random.default_rng(7).integers(0, 256, size=(70, 50), dtype=np.uint8)
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    from_grey = processor32(Image.fromarray(grey), return_tensors="pt").pixel_values
+    from_rgb = processor32(rgb, return_tensors="pt").pixel_values
+    assert from_grey.is_contiguous() and from_grey.shape == (1, 3, 32, 32)
+    torch.testing.assert_close(from_grey, from_rgb, rtol=0, atol=0)
+    grouped = processor32([Image.fromarray(grey)] * 2, disable_grouping=False, return_tensors="pt").pixel_values
+    torch.testing.assert_close(grouped, from_rgb.expand(2, -1, -1, -1), rtol=0, atol=0)
+
+
 def test_rgb_used_as_is(tmp_path, processor32):
     rgb = np.random.default_rng(3).integers(0, 256, size=(20, 28, 3), dtype=np.uint8)
     path = tmp_path / "rgb.jpg.png"
