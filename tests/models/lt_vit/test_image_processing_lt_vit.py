@@ -190,6 +190,24 @@ def test_grey_resized_once_equals_three_channel_resize(processor32):
     torch.testing.assert_close(grouped, from_rgb.expand(2, -1, -1, -1), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.arange(0, 65536, dtype=np.uint16),  # every 16-bit value, full range
+        np.arange(1000, 4096, dtype=np.uint16),  # a 12-bit range inside a 16-bit container
+        np.arange(-1024, 3072, dtype=np.int16),
+        np.array([-(2**24), 0, 2**24 - 1, 12345], dtype=np.int32),
+        np.array([-(2**30), 7, 2**30], dtype=np.int32),  # too wide for float32: the float64 route
+    ],
+)
+def test_integer_min_max_equals_float64_math_rounded_once(values):
+    expected = hand_min_max(values).astype(np.float32)
+    got = ips.min_max(values)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(ips.min_max(np.full(5, 9, dtype=np.uint16)), np.zeros(5, dtype=np.float32))
+
+
 def test_rgb_used_as_is(tmp_path, processor32):
     rgb = np.random.default_rng(3).integers(0, 256, size=(20, 28, 3), dtype=np.uint8)
     path = tmp_path / "rgb.jpg.png"
