@@ -8,7 +8,7 @@ The loop touches only the family's config factory, its head's Auto class, its tr
 differs between tasks (scores, metrics, thresholds, plots) is the task's (`hfmed.tasks`). It runs as named
 steps over one `Run`:
 
-    prepare          validate the whole recipe, build data, model, optimizer; resume
+    prepare          validate the whole recipe, build data (its class names), model, optimizer; resume
     train_one_epoch  the optimizer steps of one epoch (the training policy's epoch hook first)
     evaluate         validation metrics, best-epoch selection, export of the best model
     checkpoint       `Accelerator.save_state` + the loop state (`hfmed.checkpoint`)
@@ -234,7 +234,8 @@ def train(recipe: Recipe, resume=None, stop_after_steps: int | None = None, call
 
 def prepare(recipe: Recipe, resume=None, callbacks=()) -> Run:
     """Everything before the first step: the whole recipe is checked here (builder arguments, task options,
-    the selection metric), so a bad recipe fails before any training."""
+    the selection metric, its classes against the data's: `recipe_with_data_classes`), so a bad recipe fails
+    before any training."""
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
