@@ -88,11 +88,25 @@ def interleaved(ours: Callable, anchor: Callable | None, settings: Settings) -> 
     return statistics.median(times["ours"]), (statistics.median(times["anchor"]) if anchor else None)
 
 
+def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
 def count_flops(fn: Callable) -> int:
-    """FLOPs of one call, counted by `torch.utils.flop_counter` (matmuls and convolutions)."""
+    """FLOPs of one call, counted by `torch.utils.flop_counter` (matmuls, convolutions, attention).
+
+    torch's table knows the CUDA attention kernels but not the CPU one that `scaled_dot_product_attention`
+    runs here (`_scaled_dot_product_flash_attention_for_cpu`): without this entry a ViT's attention
+    products would count as zero FLOPs on CPU (a third of ViT-S/8's work at 785 tokens)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
+    aten = torch.ops.aten
+    mapping = {}
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        mapping[aten._scaled_dot_product_flash_attention_for_cpu] = _sdpa_flops
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
         fn()
     return counter.get_total_flops()
 

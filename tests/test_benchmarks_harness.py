@@ -2,8 +2,10 @@
 
 import json
 
+import torch
+
 from benchmarks.families import BENCHES
-from benchmarks.harness import Row, Settings, interleaved, write_report
+from benchmarks.harness import Row, Settings, count_flops, interleaved, write_report
 from hfmed.registry import FAMILIES
 
 
@@ -36,3 +38,11 @@ def test_report_has_one_row_per_comparison_with_the_ratio(tmp_path):
     assert "| lt_vit | eval forward | 200.0 ms | 100.0 ms | timm ViT | 2.000x |" in text
     saved = json.loads(data.read_text())
     assert [r["ratio"] for r in saved["rows"]] == [2.0, None]
+
+
+def test_count_flops_counts_attention_on_cpu():
+    # (batch 2, 3 heads, 10 queries, 7 keys, 4 dims): QK^T and AV, 2 FLOPs per multiply-add each
+    q, k, v = torch.randn(2, 3, 10, 4), torch.randn(2, 3, 7, 4), torch.randn(2, 3, 7, 4)
+    flops = count_flops(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v))
+    assert flops == 2 * (2 * 3 * 10 * 7 * 4) * 2
+    assert count_flops(lambda: q @ k.transpose(-1, -2)) == 2 * 2 * 3 * 10 * 7 * 4
