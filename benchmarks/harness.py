@@ -100,25 +100,37 @@ def count_flops(fn: Callable) -> int:
     torch's table knows the CUDA attention kernels but not the CPU one that `scaled_dot_product_attention`
     runs here (`_scaled_dot_product_flash_attention_for_cpu`): without this entry a ViT's attention
     products would count as zero FLOPs on CPU (a third of ViT-S/8's work at 785 tokens)."""
+    with flop_counter() as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def flop_counter(depth: int = 2):
+    """A `FlopCounterMode` that also counts the CPU attention kernel (see `count_flops`); per module to `depth`."""
     from torch.utils.flop_counter import FlopCounterMode
 
     aten = torch.ops.aten
     mapping = {}
     if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
         mapping[aten._scaled_dot_product_flash_attention_for_cpu] = _sdpa_flops
-    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
-        fn()
-    return counter.get_total_flops()
+    return FlopCounterMode(display=False, depth=depth, custom_mapping=mapping)
 
 
-def gemm_peak(settings: Settings, size: int = 2048) -> float:
-    """This machine's fp32 (or AMP dtype) GEMM rate in GFLOP/s: the median of square matmuls."""
+def gemm_call(settings: Settings, size: int = 2048) -> tuple[Callable, int]:
+    """Square fp32 (or AMP dtype) GEMMs and their FLOPs, to interleave with the work they are compared with
+    (20 per call on CUDA, where one is too short to time)."""
     dtype = torch.float32 if settings.amp is None else {"bf16": torch.bfloat16, "fp16": torch.float16}[settings.amp]
     a = torch.randn(size, size, device=settings.device, dtype=dtype)
     b = torch.randn(size, size, device=settings.device, dtype=dtype)
     repeats = 20 if settings.device.startswith("cuda") else 1
-    seconds, _ = interleaved(lambda: [a @ b for _ in range(repeats)], None, settings)
-    return 2 * size**3 * repeats / seconds / 1e9
+    return (lambda: [a @ b for _ in range(repeats)]), 2 * size**3 * repeats
+
+
+def gemm_peak(settings: Settings, size: int = 2048) -> float:
+    """This machine's fp32 (or AMP dtype) GEMM rate in GFLOP/s: the median of square matmuls."""
+    gemm, flops = gemm_call(settings, size)
+    seconds, _ = interleaved(gemm, None, settings)
+    return flops / seconds / 1e9
 
 
 def machine() -> dict:
@@ -158,8 +170,10 @@ def _fmt(value, unit: str) -> str:
     return f"{value:,.3g} {unit}"
 
 
-def write_report(rows: list[Row], info: dict, settings: Settings, folder: Path) -> tuple[Path, Path]:
-    """`benchmarks.md` (one table: ours, anchor, ratio, target) and `benchmarks.json` in `folder`."""
+def write_report(rows: list[Row], info: dict, settings: Settings, folder: Path,
+                 notes: dict[str, str] | None = None) -> tuple[Path, Path]:
+    """`benchmarks.md` (one table: ours, anchor, ratio, target; then `notes`, a paragraph per family) and
+    `benchmarks.json` in `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     lines = [
         "# Benchmarks",
@@ -182,9 +196,14 @@ def write_report(rows: list[Row], info: dict, settings: Settings, folder: Path) 
             f"| {row.family} | {row.what} | {_fmt(row.ours, row.unit)} | {_fmt(row.anchor, row.unit)} | "
             f"{row.anchor_name} | {ratio} | {row.target} | {row.note} |"
         )
+    if notes:
+        lines += ["", "## Notes", ""]
+        for family, text in notes.items():
+            lines += [f"### {family}", "", text, ""]
+        lines.pop()
     markdown = folder / "benchmarks.md"
     markdown.write_text("\n".join(lines) + "\n")
     data = folder / "benchmarks.json"
-    data.write_text(json.dumps({"machine": info, "settings": asdict(settings),
+    data.write_text(json.dumps({"machine": info, "settings": asdict(settings), "notes": notes or {},
                                 "rows": [row.as_dict() for row in rows]}, indent=2) + "\n")
     return markdown, data

@@ -100,7 +100,10 @@ def main(argv=None) -> int:
     if out is None:
         print("partial run (--family / --only): no report written; pass --out to write one")
         return 0
-    markdown, data = write_report(rows, info, settings, Path(out))
+    from .families import BENCHES
+
+    notes = {name: BENCHES[name].notes for name in families if run_families and BENCHES[name].notes}
+    markdown, data = write_report(rows, info, settings, Path(out), notes)
     print(f"wrote {markdown} and {data}")
     return 0
 

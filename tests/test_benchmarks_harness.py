@@ -38,6 +38,10 @@ def test_report_has_one_row_per_comparison_with_the_ratio(tmp_path):
     assert "| lt_vit | eval forward | 200.0 ms | 100.0 ms | timm ViT | 2.000x |" in text
     saved = json.loads(data.read_text())
     assert [r["ratio"] for r in saved["rows"]] == [2.0, None]
+    assert "## Notes" not in text
+    markdown, data = write_report(rows, {"cpu": "test"}, Settings(), tmp_path, {"lt_vit": "Why it is slow."})
+    assert markdown.read_text().endswith("## Notes\n\n### lt_vit\n\nWhy it is slow.\n")
+    assert json.loads(data.read_text())["notes"] == {"lt_vit": "Why it is slow."}
 
 
 def test_count_flops_counts_attention_on_cpu():
