@@ -9,7 +9,6 @@
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -97,6 +96,20 @@ def splits_legend(rows: list[dict]) -> str | None:
     return f"held-out splits (same metric as the validation column): {'; '.join(meanings)}"
 
 
+def stage_with_upload(argv: list[str]) -> int:
+    """`python upload.py ARGV` run in this process (upload.py is a script, not a module of hfmed): its exit
+    code. In-process, not a subprocess per family, so a warm `make demo` does not import torch five more times."""
+    import importlib.util
+
+    module = sys.modules.get("hfmed_upload_script")
+    if module is None:
+        spec = importlib.util.spec_from_file_location("hfmed_upload_script", REPO / "upload.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules["hfmed_upload_script"] = module
+    return module.main(argv)
+
+
 def _demo(args) -> int:
     from .registry import FAMILIES
 
@@ -124,14 +137,12 @@ def _demo(args) -> int:
     for recipe, family, run_dir in done:
         hub_dir = run_dir / "hub"
         print(f"{family.name}: staging the Hub folders with upload.py --dry-run into {hub_dir}", flush=True)
-        staged = subprocess.run(
-            [sys.executable, str(REPO / "upload.py"), str(run_dir), "--repo-id", recipe.hub.repo_id,
-             "--space", str(family.space_dir), "--space-id", f"{recipe.hub.repo_id}-space", "--dry-run",
-             "--out", str(hub_dir)],
-            check=False,
+        staged = stage_with_upload(
+            [str(run_dir), "--repo-id", recipe.hub.repo_id, "--space", str(family.space_dir),
+             "--space-id", f"{recipe.hub.repo_id}-space", "--dry-run", "--out", str(hub_dir)]
         )
-        if staged.returncode:
-            return staged.returncode
+        if staged:
+            return staged
         rows.append(demo_row(run_dir, family, hub_dir / "model"))
 
     print("\nvalidation (best epoch of each run; research use only):")

@@ -80,12 +80,12 @@ def fake_runs(tiny_models, tmp_path, monkeypatch):
 
     staged = []
 
-    def fake_upload(command, check=False):
-        staged.append(command)
-        return subprocess.CompletedProcess(command, 0)
+    def fake_upload(argv):
+        staged.append(argv)
+        return 0
 
     monkeypatch.setattr(hfmed.recipe, "load_recipe", load_recipe)
-    monkeypatch.setattr(cli.subprocess, "run", fake_upload)
+    monkeypatch.setattr(cli, "stage_with_upload", fake_upload)
     monkeypatch.setattr(cli, "_print_example_prediction", lambda *a, **k: print("EXAMPLE", a[1].name))
     return runs, staged
 
