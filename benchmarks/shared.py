@@ -145,6 +145,7 @@ def training_loop_overhead(settings: Settings) -> list[Row]:
             run.train_loader, run.total_steps = batches, 10**9
             ours_model = run.accelerator.unwrap_model(run.model)
             bare = copy.deepcopy(ours_model).train()
+            run.policy.on_epoch_start(bare, 0)  # the same training stage as ours (MoVL freezes per stage)
             groups = parameter_groups(bare, recipe, run.policy)
             inner = run.optimizer.optimizer  # the same optimizer class, hyperparameters and groups as the run's
             accepted = inspect.signature(type(inner)).parameters
@@ -153,8 +154,9 @@ def training_loop_overhead(settings: Settings) -> list[Row]:
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
             clip = recipe.training.max_grad_norm
 
-            def bare_epoch(bare=bare, optimizer=optimizer, scheduler=scheduler, batches=batches, clip=clip):
+            def bare_epoch(bare=bare, optimizer=optimizer, scheduler=scheduler, batches=batches, clip=clip, run=run):
                 for batch in batches:
+                    batch = run.policy.prepare_batch(bare, batch)  # the same inputs (DIAMANT's cached maps)
                     bare(**batch).loss.backward()
                     if clip:
                         torch.nn.utils.clip_grad_norm_(bare.parameters(), clip)
