@@ -314,8 +314,8 @@ def card_model_facts(model) -> list[str]:
 
 def _demo_image() -> str | None:
     # No real polyp image ships in a package: scikit-image's real photograph retina.jpg (else cell.png) when
-    # scikit-image is installed (found without importing it; it is no dependency of hfmed), else the Space's
-    # synthetic polyp example.
+    # scikit-image is installed (found without importing it; the `dev` extra `make demo` installs has it, the
+    # package itself does not depend on it), else the Space's synthetic polyp example.
     import importlib.util
 
     spec = importlib.util.find_spec("skimage")
