@@ -55,7 +55,8 @@ def _split_value(values: dict, split: str, key: str):
 def demo_row(run_dir: Path, family, staged: Path) -> dict:
     """One row of `hfmed demo`'s table, read from the run's metrics.json through the task layer: the headline
     validation metric of the best epoch and, for every held-out split the run evaluated (metrics.json's
-    `"splits": {"<split>": {<task metrics>}}`, e.g. MoVL's test and test_ood), the same metric on it."""
+    `"splits": {"<split>": {<task metrics>}}`, e.g. an in-distribution `test` and an out-of-distribution
+    `test_ood`), the same metric on it."""
     from transformers import AutoConfig
 
     from .hub import trust_remote_code_for

@@ -100,3 +100,14 @@ def test_a_family_without_model_facts_has_no_such_section():
     config = family.make_config(next(p for p in family.presets if p.endswith("-tiny")))
     processor = family.image_processor_class(**family.processor_kwargs_for(config))
     assert "## This model" not in str(build_model_card(config, processor, "org/x", None, None))
+
+
+def test_the_intended_use_sentence_names_modality_input_and_task_without_a_repeated_word():
+    # "Research on <modality> <input kind> <task>": a modality that already ends in the input kind read
+    # "any 2-D medical image image classification".
+    import re
+
+    text = str(movl_card())
+    sentence = next(line for line in text.splitlines() if line.startswith("Research on "))
+    assert sentence.startswith("Research on 2-D medical image classification:")
+    assert not re.search(r"\b(\w+) \1\b", sentence)

@@ -814,7 +814,7 @@ class DIAMANTImageProcessor(TorchvisionBackend):
     def input_contract(self) -> dict:
         """What the model expects, in MONAI's metadata vocabulary (for model cards and Spaces)."""
         return {
-            "modality": "any 2-D medical image (endoscopy, dermoscopy, ultrasound, histology, ...)",
+            "modality": "2-D medical (endoscopy, dermoscopy, ultrasound, histology, ...)",
             "format": "RGB or grey image",
             "source": (
                 "PNG/JPEG: 8-bit / 255, 16-bit min-max; DICOM grey: Modality LUT, then VOI LUT / window if present "

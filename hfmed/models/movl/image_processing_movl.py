@@ -492,7 +492,7 @@ class MoVLImageProcessor(TorchvisionBackend):
     def input_contract(self) -> dict:
         """What the model expects, in MONAI's metadata vocabulary (for model cards and Spaces)."""
         return {
-            "modality": "any 2-D medical image",
+            "modality": "2-D medical",
             "format": "grey or RGB image",
             "source": (
                 "one 2-D image (DICOM: Modality LUT, then VOI LUT / window if present else min-max, MONOCHROME1 "
