@@ -18,7 +18,7 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, IterableDataset, IterableDatasetDict, Value
 
 from .builder import Builder
-from .splits import check_fractions, check_label_names, first_items, label_feature, patient_split
+from .splits import carve_validation, check_fractions, check_label_names, first_items, label_feature
 
 VALIDATION_NAMES = ("validation", "valid", "val", "dev")
 _FALSE_STRINGS = {"", "0", "false", "no", "off"}
@@ -266,21 +266,9 @@ def load_hub_dataset(
     args = (label_names, image_column, label_column, patient_column, single_label)
     train, train_has_patients = _standardise(splits["train"], "train", *args)
     if validation_name is None:
-        if not train_has_patients and val_fraction > 0:
-            warnings.warn(
-                f"dataset {repo_id!r} has no validation split and no {patient_column!r} column: validation is "
-                "carved from train image by image, so one patient may appear in both",
-                UserWarning,
-                stacklevel=2,
-            )
-        assignment = patient_split(train["patient_id"], val_fraction, 0.0, seed)
-        out["train"] = train.select(np.flatnonzero(assignment == 0))
-        out["validation"] = train.select(np.flatnonzero(assignment == 1))
-        if val_fraction > 0 and out["validation"].num_rows == 0:
-            raise ValueError(
-                f"the validation split carved from {repo_id!r} (val_fraction={val_fraction}) is empty: "
-                "raise val_fraction or change the seed"
-            )
+        out["train"], out["validation"] = carve_validation(
+            train, train["patient_id"], train_has_patients, patient_column, val_fraction, seed, repo_id
+        )
     else:
         out["train"] = train
         out["validation"], _ = _standardise(splits[validation_name], validation_name, *args)

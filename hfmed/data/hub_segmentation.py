@@ -15,12 +15,11 @@ import warnings
 from typing import Any
 
 import datasets
-import numpy as np
 from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict, Value
 
 from .builder import Builder
 from .hub import VALIDATION_NAMES, _load_error
-from .splits import check_fractions, first_items, patient_split
+from .splits import carve_validation, check_fractions, first_items
 
 
 def _standardise(dataset: Dataset, split: str, image_column: str, mask_column: str, group_column: str | None):
@@ -107,21 +106,9 @@ def load_hub_segmentation(
     train, has_groups = _standardise(splits["train"], "train", image_column, mask_column, group_column)
     out = {}
     if validation_name is None:
-        if not has_groups and val_fraction > 0:
-            warnings.warn(
-                f"dataset {repo_id!r} has no validation split and no {group_column!r} column: validation is "
-                "carved from train image by image, so one patient may appear in both",
-                UserWarning,
-                stacklevel=2,
-            )
-        assignment = patient_split(train["group_id"], val_fraction, 0.0, seed)
-        out["train"] = train.select(np.flatnonzero(assignment == 0))
-        out["validation"] = train.select(np.flatnonzero(assignment == 1))
-        if val_fraction > 0 and out["validation"].num_rows == 0:
-            raise ValueError(
-                f"the validation split carved from {repo_id!r} (val_fraction={val_fraction}) is empty: raise "
-                "val_fraction or change the seed"
-            )
+        out["train"], out["validation"] = carve_validation(
+            train, train["group_id"], has_groups, group_column, val_fraction, seed, repo_id
+        )
     else:
         out["train"] = train
         out["validation"], _ = _standardise(

@@ -4,6 +4,7 @@ the `DatasetDict` assembly and file fingerprints."""
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -71,6 +72,32 @@ def patient_split(
     per_patient[hashes >= 1.0 - val_fraction] = 1
     per_patient[hashes < test_fraction] = 2
     return per_patient[encoded.indices.to_numpy(zero_copy_only=False)]
+
+
+def carve_validation(
+    train: Dataset, group_ids, has_groups: bool, group_column: str, val_fraction: float, seed: int, source: str
+) -> tuple[Dataset, Dataset]:
+    """`(train, validation)` carved from a dataset without a validation split, group-wise by `group_ids`
+    (patients; each row its own group when the source has no `group_column`, with a warning saying so).
+
+    Raises:
+        ValueError: the carved validation split is empty although `val_fraction` > 0.
+    """
+    if not has_groups and val_fraction > 0:
+        warnings.warn(
+            f"dataset {source!r} has no validation split and no {group_column!r} column: validation is carved "
+            "from train image by image, so one patient may appear in both",
+            UserWarning,
+            stacklevel=3,
+        )
+    assignment = patient_split(group_ids, val_fraction, 0.0, seed)
+    validation = train.select(np.flatnonzero(assignment == 1))
+    if val_fraction > 0 and validation.num_rows == 0:
+        raise ValueError(
+            f"the validation split carved from {source!r} (val_fraction={val_fraction}) is empty: raise "
+            "val_fraction or change the seed"
+        )
+    return train.select(np.flatnonzero(assignment == 0)), validation
 
 
 def label_feature(num_labels: int):
