@@ -626,3 +626,19 @@ def test_seeded_augmentation_ignores_the_global_rng_and_follows_the_epoch(tmp_pa
     assert torch.equal(single[0], first[1])  # batch position does not matter either
     transform.set_epoch(1)
     assert not torch.equal(transform(batch)["pixel_values"], first)
+
+
+def test_carve_validation_is_group_wise_warns_without_groups_and_rejects_an_empty_split():
+    import pytest
+    from datasets import Dataset
+
+    from hfmed.data.splits import carve_validation
+
+    rows = Dataset.from_dict({"group_id": [f"p{i // 2}" for i in range(40)], "x": list(range(40))})
+    train, validation = carve_validation(rows, rows["group_id"], True, "patient", 0.5, 0, "org/set")
+    assert train.num_rows + validation.num_rows == 40 and validation.num_rows > 0
+    assert not set(train["group_id"]) & set(validation["group_id"])  # no group on both sides
+    with pytest.warns(UserWarning, match="no 'patient' column: validation is carved from train image by image"):
+        carve_validation(rows, [str(i) for i in range(40)], False, "patient", 0.5, 0, "org/set")
+    with pytest.raises(ValueError, match=r"carved from 'org/set' \(val_fraction=1e-06\) is empty"):
+        carve_validation(rows, rows["group_id"], True, "patient", 1e-6, 0, "org/set")
