@@ -155,6 +155,7 @@ def training_loop_overhead(settings: Settings) -> list[Row]:
             clip = recipe.training.max_grad_norm
 
             def bare_epoch(bare=bare, optimizer=optimizer, scheduler=scheduler, batches=batches, clip=clip, run=run):
+                run.policy.on_epoch_start(bare, 0)  # a hand-written staged loop applies its stage every epoch too
                 for batch in batches:
                     batch = run.policy.prepare_batch(bare, batch)  # the same inputs (DIAMANT's cached maps)
                     bare(**batch).loss.backward()
