@@ -7,6 +7,7 @@ run when a registered family has no entry, so a new family joins the table or th
 
 from __future__ import annotations
 
+import copy
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -423,8 +424,23 @@ def bench_family(name: str, settings: Settings, gemm_gflops: float) -> list[Row]
             anchor_eval(pixel_values)
 
     if settings.wants("forward"):
-        forward_s, anchor_s = interleaved(ours_forward, anchor_forward, settings)
-        rows.append(Row(name, f"eval forward, batch {spec.batch}", forward_s, anchor_s, anchor_name))
+        timing = interleaved(ours_forward, anchor_forward, settings)
+        rows.append(Row(name, f"eval forward, batch {spec.batch}", *timing, anchor_name, spread=timing.spread))
+
+    if settings.wants("noise"):
+        # the same work twice: a second instance of our model (same weights, its own memory) against the first.
+        # Its ratio should be 1.0; how far it lands from 1.0, and its spread, is what this machine can resolve.
+        twin = copy.deepcopy(model)
+        twin_eval = torch.compile(twin) if settings.compile else twin
+
+        def twin_forward():
+            with torch.inference_mode(), settings.autocast():
+                twin_eval(pixel_values=pixel_values)
+
+        timing = interleaved(ours_forward, twin_forward, settings)
+        rows.append(Row(name, f"noise: eval forward, batch {spec.batch}, against itself", *timing,
+                        "a second instance of the same model", target="1.0 (a tie)", spread=timing.spread))
+        del twin, twin_eval
 
     if settings.wants("gemm"):
         flops = count_flops(lambda: model(pixel_values=pixel_values))
@@ -443,19 +459,22 @@ def bench_family(name: str, settings: Settings, gemm_gflops: float) -> list[Row]
         anchor_module.train()
         ours_step = _train_step(model, lambda x, y: model(pixel_values=x, labels=y).loss, settings)
         anchor_step = _train_step(anchor_module, anchor_train, settings)
-        ours_s, anchor_s = interleaved(lambda: ours_step(pixel_values, labels),
-                                       lambda: anchor_step(pixel_values, labels), settings)
-        rows.append(Row(name, f"train step (fwd + bwd + AdamW), batch {spec.batch}", ours_s, anchor_s, anchor_name))
+        timing = interleaved(lambda: ours_step(pixel_values, labels), lambda: anchor_step(pixel_values, labels),
+                             settings)
+        rows.append(Row(name, f"train step (fwd + bwd + AdamW), batch {spec.batch}", *timing, anchor_name,
+                        spread=timing.spread))
         model.eval()
 
     with tempfile.TemporaryDirectory() as tmp:
         if settings.wants("preprocess"):
             description, processor, raw = spec.preprocess(Path(tmp))
             # interleaved with the model's forward, so both see the same machine load
-            per_item, model_s = interleaved(lambda: processor(raw, return_tensors="pt"), ours_forward, settings)
+            timing = interleaved(lambda: processor(raw, return_tensors="pt"), ours_forward, settings)
+            per_item, model_s = timing
+            spread = timing.spread and tuple(r * spec.batch / len(raw) for r in timing.spread)
             rows.append(Row(name, f"preprocessing per item ({description})", per_item / len(raw),
                             model_s / spec.batch, "model eval forward per item",
-                            target="<= 0.2x (>= 5x the model's rate)"))
+                            target="<= 0.2x (>= 5x the model's rate)", spread=spread))
         if settings.wants("from_pretrained"):
             rows.append(_from_pretrained_row(name, family, model, Path(tmp), settings))
     if spec.extra_rows is not None and settings.wants("extra"):

@@ -34,6 +34,9 @@ class Row:
     target: str = ""
     note: str = ""
     extra: dict = field(default_factory=dict)
+    spread: tuple[float, float] | None = None
+    """Quartiles of the per-round ratios ours / anchor (each round times both back to back): how far a ratio
+    moves with the machine's noise. A ratio whose spread straddles a target is not resolved by this run."""
 
     @property
     def ratio(self) -> float | None:
@@ -52,6 +55,10 @@ class Settings:
     compile: bool = False
     rounds: int = 7
     warmup: int = 2
+    min_seconds: float = 0.0
+    """Keep adding rounds (up to `max_rounds`) until each side has run this long in total: a 7 ms step gets
+    enough rounds for a stable median where a 4 s forward stops at `rounds`."""
+    max_rounds: int = 61
     quick: bool = False
     only: tuple[str, ...] = ()  # row keys to run (`benchmarks.run.ROW_KEYS`); empty: every row
     families: tuple[str, ...] = ()  # families to run; empty: every registered family
@@ -70,22 +77,44 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def interleaved(ours: Callable, anchor: Callable | None, settings: Settings) -> tuple[float, float | None]:
-    """Median seconds per call of `ours` and `anchor`, run alternately (the order flips every round)."""
+class Timing(tuple):
+    """`(ours, anchor)` median seconds per call (unpacks as a pair), with `spread`: the quartiles of the
+    per-round ratios ours / anchor (None without an anchor) and `rounds`, how many rounds ran."""
+
+    def __new__(cls, ours: float, anchor: float | None, spread: tuple[float, float] | None, rounds: int):
+        timing = super().__new__(cls, (ours, anchor))
+        timing.spread, timing.rounds = spread, rounds
+        return timing
+
+
+def interleaved(ours: Callable, anchor: Callable | None, settings: Settings) -> Timing:
+    """Median seconds per call of `ours` and `anchor`, run alternately (the order flips every round); at least
+    `settings.rounds` rounds, more (up to `max_rounds`) until each side has run `min_seconds` in total."""
     calls = [("ours", ours)] + ([("anchor", anchor)] if anchor is not None else [])
     for _ in range(settings.warmup):
         for _, fn in calls:
             fn()
     sync(settings.device)
     times = {name: [] for name, _ in calls}
-    for index in range(settings.rounds):
+    index = 0
+    while index < settings.rounds or (
+        index < settings.max_rounds and min(sum(t) for t in times.values()) < settings.min_seconds
+    ):
         for name, fn in calls if index % 2 == 0 else calls[::-1]:
             sync(settings.device)
             start = time.perf_counter()
             fn()
             sync(settings.device)
             times[name].append(time.perf_counter() - start)
-    return statistics.median(times["ours"]), (statistics.median(times["anchor"]) if anchor else None)
+        index += 1
+    spread = None
+    if anchor is not None:
+        ratios = [o / a for o, a in zip(times["ours"], times["anchor"], strict=True) if a > 0]
+        if len(ratios) >= 2:
+            quartiles = statistics.quantiles(ratios, n=4, method="inclusive")
+            spread = (quartiles[0], quartiles[2])
+    return Timing(statistics.median(times["ours"]), statistics.median(times["anchor"]) if anchor else None,
+                  spread, index)
 
 
 def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
@@ -179,19 +208,24 @@ def write_report(rows: list[Row], info: dict, settings: Settings, folder: Path,
         "# Benchmarks",
         "",
         "Written by `make bench` (`python -m benchmarks.run`). Every ratio is ours / anchor, both measured in the "
-        "same run with interleaved rounds (medians); absolute times depend on the machine and are never asserted.",
+        "same run with interleaved rounds (medians); absolute times depend on the machine and are never asserted. "
+        "In brackets: the quartiles of the per-round ratios, how far this machine's noise moves a ratio (the "
+        "`noise` rows time the same model twice: any ratio within their spread of 1.0 is a tie).",
         "",
         "| | |",
         "| --- | --- |",
         *[f"| {key} | {value} |" for key, value in info.items()],
         f"| settings | device {settings.device}, amp {settings.amp or 'off (fp32)'}, compile {settings.compile}, "
-        f"{settings.rounds} rounds after {settings.warmup} warm-up |",
+        f"{settings.rounds} to {settings.max_rounds} rounds (until each side ran {settings.min_seconds:g} s) after "
+        f"{settings.warmup} warm-up |",
         "",
         "| family | what | ours | anchor | anchor is | ours / anchor | target | note |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         ratio = "" if row.ratio is None else f"{row.ratio:.3f}x"
+        if row.ratio is not None and row.spread is not None:
+            ratio += f" ({row.spread[0]:.2f}-{row.spread[1]:.2f})"
         lines.append(
             f"| {row.family} | {row.what} | {_fmt(row.ours, row.unit)} | {_fmt(row.anchor, row.unit)} | "
             f"{row.anchor_name} | {ratio} | {row.target} | {row.note} |"

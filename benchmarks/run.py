@@ -3,7 +3,7 @@
     python -m benchmarks.run                       # everything, CPU (or CUDA when present), fp32
     python -m benchmarks.run --family lt_vit       # one family
     python -m benchmarks.run --amp bf16 --compile  # CUDA options
-    python -m benchmarks.run --quick               # 3 rounds, for a smoke check
+    python -m benchmarks.run --quick               # 3+ rounds (0.5 s a side), for a smoke check
     python -m benchmarks.run --family lt_vit --only forward --only loop   # some rows of one family
 
 With --family or --only the report is written only when --out is given (a partial run must not replace
@@ -24,7 +24,7 @@ from .harness import Row, Settings, gemm_peak, machine, write_report
 REPO = Path(__file__).resolve().parents[1]
 
 # --only keys: the per-family rows, then the shared benchmarks (benchmarks.shared.SHARED keys)
-FAMILY_ROWS = ("forward", "gemm", "train", "preprocess", "from_pretrained", "extra")
+FAMILY_ROWS = ("forward", "noise", "gemm", "train", "preprocess", "from_pretrained", "extra")
 
 
 def _check_table() -> list[str]:
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="autocast dtype (CUDA)")
     parser.add_argument("--compile", action="store_true", help="torch.compile ours and the anchor")
-    parser.add_argument("--quick", action="store_true", help="3 rounds after 1 warm-up")
+    parser.add_argument("--quick", action="store_true", help="3 rounds (more until each side ran 0.5 s) after 1 warm-up; default 7 rounds, 3 s")
     parser.add_argument("--skip-shared", action="store_true", help="family rows only")
     parser.add_argument("--only", action="append", default=[],
                         help="only these rows (repeatable): " + ", ".join(FAMILY_ROWS) + ", data, memory, loop")
@@ -76,6 +76,7 @@ def main(argv=None) -> int:
         families = args.family
     settings = Settings(device=args.device, amp=args.amp, compile=args.compile,
                         rounds=3 if args.quick else 7, warmup=1 if args.quick else 2, quick=args.quick,
+                        min_seconds=0.5 if args.quick else 3.0,
                         only=tuple(args.only), families=tuple(families))
     out = args.out or (None if (args.family or args.only) else str(REPO / "docs"))
     info = machine()
