@@ -410,7 +410,7 @@ def bench_family(name: str, settings: Settings, gemm_gflops: float) -> list[Row]
     pixel_values, labels = (t.to(device) for t in spec.inputs(config, spec.batch))
     anchor_name, anchor_eval, anchor_module, anchor_train = spec.anchor(config)
     anchor_module.to(device).eval()
-    ours_eval = model
+    ours_eval, anchor_plain = model, anchor_eval
     if settings.compile:
         ours_eval, anchor_eval = torch.compile(model), torch.compile(anchor_eval)
     rows = []
@@ -425,7 +425,11 @@ def bench_family(name: str, settings: Settings, gemm_gflops: float) -> list[Row]
 
     if settings.wants("forward"):
         timing = interleaved(ours_forward, anchor_forward, settings)
-        rows.append(Row(name, f"eval forward, batch {spec.batch}", *timing, anchor_name, spread=timing.spread))
+        with torch.inference_mode():  # the work each side does: the ratio a perfect implementation would reach
+            work = count_flops(lambda: model(pixel_values=pixel_values)) / count_flops(
+                lambda: anchor_plain(pixel_values))
+        rows.append(Row(name, f"eval forward, batch {spec.batch}", *timing, anchor_name, spread=timing.spread,
+                        note=f"FLOPs ours / anchor {work:.3f}x", extra={"flop_ratio": work}))
 
     if settings.wants("noise"):
         # the same work twice: a second instance of our model (same weights, its own memory) against the first.

@@ -150,12 +150,17 @@ class LTViTSelfAttention(nn.Module):
             # Label blocks: image queries attend to image keys only, so the image part runs unmasked through
             # the fused kernel and the label queries (which see every key) in a second, small call: the same
             # result as one masked call, without materialising a mask over the whole sequence.
+            # Both results are written straight into the (batch, tokens, heads, head_dim) layout the projection
+            # reads: one copy each, where concatenating them first would copy the whole context twice.
             n = num_image_tokens
             image = F.scaled_dot_product_attention(
                 query[:, :, :n], key[:, :, :n], value[:, :, :n], dropout_p=dropout
             )
             labels = F.scaled_dot_product_attention(query[:, :, n:], key, value, dropout_p=dropout)
-            context = torch.cat([image, labels], dim=2)
+            context = image.new_empty(batch, length, self.num_heads, self.head_dim)
+            context[:, :n] = image.transpose(1, 2)
+            context[:, n:] = labels.transpose(1, 2)
+            return self.proj_dropout(self.proj(context.view(batch, length, width))), weights
         context = context.transpose(1, 2).reshape(batch, length, width)
         return self.proj_dropout(self.proj(context)), weights
 
