@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="3 rounds (more until each side ran 0.5 s) after 1 warm-up; default 7 rounds, 3 s")
     parser.add_argument("--skip-shared", action="store_true", help="family rows only")
     parser.add_argument("--only", action="append", default=[],
-                        help="only these rows (repeatable): " + ", ".join(FAMILY_ROWS) + ", data, memory, loop")
+                        help="only these rows (repeatable): " + ", ".join(FAMILY_ROWS) + ", data, memory, loop, params")
     parser.add_argument("--out", default=None,
                         help="folder for benchmarks.md / benchmarks.json (default docs/ for a full run; a run "
                              "limited by --family or --only writes nothing unless --out is given)")

@@ -178,10 +178,59 @@ def training_loop_overhead(settings: Settings) -> list[Row]:
     return rows
 
 
+def trainable_parameters(settings: Settings) -> list[Row]:
+    """The papers' parameter claims, counted on the meta device (module trees, no weights): trainable are the
+    parameters the optimizer holds under the family's training policy (`hfmed.policy.parameter_counts`)."""
+    import timm
+
+    from hfmed.policy import parameter_counts
+    from hfmed.registry import FAMILIES
+
+    def counts(family: str, preset: str) -> tuple[int, int]:
+        config = FAMILIES[family].make_config(preset)
+        with torch.device("meta"):
+            model = FAMILIES[family].head_class(config)
+        return parameter_counts(model, FAMILIES[family].training_policy)
+
+    def wanted(family: str) -> bool:
+        return not FAMILIES[family].pending and (not settings.families or family in settings.families)
+
+    rows = []
+    if wanted("scopeformer"):
+        base, _ = counts("scopeformer", "scopeformer-base")
+        for preset, fewer in (("scopeformer-efficient", 8), ("scopeformer-efficient-small", 17)):
+            trainable, total = counts("scopeformer", preset)
+            rows.append(Row("scopeformer", f"trainable parameters, {preset} vs scopeformer-base", trainable, base,
+                            "scopeformer-base (n Xceptions, ViT-B)", unit="params",
+                            target=f"<= {1 / fewer:.3f}x (paper: {fewer}x fewer)",
+                            note=f"{preset}: {trainable / 1e6:.2f} M of {total / 1e6:.1f} M train (frozen CNNs)"))
+    if wanted("movl"):
+        for preset in ("movl-resnet50", "movl-clip-b32"):
+            trainable, total = counts("movl", preset)
+            rows.append(Row("movl", f"trainable parameters, {preset}: prompt + linear probe", trainable, total,
+                            "every parameter (frozen backbone included)", unit="params",
+                            target="prompt + probe only", note=f"{trainable:,} of {total:,}"))
+    if wanted("lt_vit"):
+        trainable, total = counts("lt_vit", "lt-vit-small")
+        with torch.device("meta"):
+            vit = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0)
+        plain = sum(p.numel() for p in vit.parameters())
+        rows.append(Row("lt_vit", "parameters, lt-vit-small vs its ViT-S/16", total, plain,
+                        "timm vit_small_patch16_224 without a head", unit="params",
+                        target="label tokens nearly free", note=f"{total - plain:,} more parameters"))
+    if wanted("diamant"):
+        trainable, total = counts("diamant", "diamant-vits8")
+        rows.append(Row("diamant", "trainable parameters, diamant-vits8: two encoders + decoder", trainable, total,
+                        "every parameter (frozen DINO ViT-S/8 included)", unit="params",
+                        note=f"{trainable / 1e6:.2f} M of {total / 1e6:.1f} M"))
+    return rows
+
+
 SHARED = {  # keys double as `--only` names
     "data": data_path_at_scale,
     "memory": slice_cnn_training_memory,
     "loop": training_loop_overhead,
+    "params": trainable_parameters,
 }
 
 __all__ = ["SHARED"]
