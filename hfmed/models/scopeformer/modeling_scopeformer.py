@@ -7,6 +7,7 @@ form, token layouts, grid resizing, pooling and initialisation are our choices a
 (see `ScopeformerConfig`).
 """
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -39,6 +40,17 @@ class ScopeformerModelOutput(BaseModelOutputWithPooling):
     """
 
     feature_map: torch.FloatTensor | None = None
+
+
+def _skip_init_on_meta():
+    """No weight init while the model is built on the meta device, as `from_pretrained` builds it.
+
+    Meta tensors hold no values, so the init functions timm and torch run in their constructors only cost time
+    (timm's `normal_` on a meta tensor goes through torch's Python reference: about a third of a Scopeformer
+    build). Weights the checkpoint lacks are initialised after loading by `_init_weights`, as before. Built on
+    a real device (a new model), every init runs unchanged.
+    """
+    return init.no_init_weights() if torch.get_default_device().type == "meta" else contextlib.nullcontext()
 
 
 def _create_cnn(name: str, index: int, in_chans: int, **kwargs) -> nn.Module:
@@ -244,15 +256,6 @@ class ScopeformerPreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.cls_token, mean=0.0, std=std)
             init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.config.freeze_backbones:
-            # Frozen CNNs keep their ImageNet BatchNorm statistics.
-            for backbones in self.modules():
-                if isinstance(backbones, ScopeformerBackbones):
-                    backbones.eval()
-        return self
-
     def _check_pixel_values(self, pixel_values: torch.Tensor):
         config = self.config
         if pixel_values.ndim != 4:
@@ -276,16 +279,25 @@ class ScopeformerModel(ScopeformerPreTrainedModel):
     def __init__(self, config: ScopeformerConfig):
         super().__init__(config)
         self.config = config
-        self.backbones = ScopeformerBackbones(config)
-        self.projection = ScopeformerProjection(config, self.backbones.channels)
-        self.embeddings = ScopeformerEmbeddings(config)
-        self.layers = nn.ModuleList(ScopeformerLayer(config) for _ in range(config.num_hidden_layers))
-        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        with _skip_init_on_meta():
+            self.backbones = ScopeformerBackbones(config)
+            self.projection = ScopeformerProjection(config, self.backbones.channels)
+            self.embeddings = ScopeformerEmbeddings(config)
+            self.layers = nn.ModuleList(ScopeformerLayer(config) for _ in range(config.num_hidden_layers))
+            self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.gradient_checkpointing = False
         # The declared frozen parameters never train, in hfmed's loop (which reads the same declaration) or not.
         for name in self.frozen_parameters():
             self.get_submodule(name).requires_grad_(False)
         self.post_init()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.config.freeze_backbones:
+            # Frozen CNNs keep their ImageNet BatchNorm statistics (the head's `train` reaches here through its
+            # children; `eval()` needs nothing more, so loading does not walk the CNNs twice).
+            self.backbones.eval()
+        return self
 
     def forward(
         self,
@@ -354,7 +366,8 @@ class ScopeformerForImageClassification(ScopeformerPreTrainedModel):
     def __init__(self, config: ScopeformerConfig):
         super().__init__(config)
         self.scopeformer = ScopeformerModel(config)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        with _skip_init_on_meta():
+            self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
     def forward(
