@@ -49,6 +49,20 @@ class Row:
 
 
 @dataclass
+class Figure:
+    """A picture where one reads better than rows: named series of (x, y) points, drawn by `write_report` into
+    `<folder>/benchmarks/<name>.png` and stored in the JSON."""
+
+    name: str
+    title: str
+    xlabel: str
+    ylabel: str
+    series: dict[str, list[tuple[float, float]]]
+    logx: bool = False
+    note: str = ""
+
+
+@dataclass
 class Settings:
     device: str = "cpu"
     amp: str | None = None  # "bf16" on CUDA
@@ -199,11 +213,38 @@ def _fmt(value, unit: str) -> str:
     return f"{value:,.3g} {unit}"
 
 
+def draw(figure: Figure, path: Path) -> Path:
+    """`figure` as a PNG at `path` (matplotlib's Agg backend: no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    for label, points in figure.series.items():
+        xs, ys = zip(*points, strict=True)
+        ax.plot(xs, ys, marker="o", label=label)
+    if figure.logx:
+        ax.set_xscale("log", base=2)
+        ticks = sorted({x for points in figure.series.values() for x, _ in points})
+        ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
+        ax.minorticks_off()
+    ax.set(title=figure.title, xlabel=figure.xlabel, ylabel=figure.ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def write_report(rows: list[Row], info: dict, settings: Settings, folder: Path,
-                 notes: dict[str, str] | None = None) -> tuple[Path, Path]:
-    """`benchmarks.md` (one table: ours, anchor, ratio, target; then `notes`, a paragraph per family) and
-    `benchmarks.json` in `folder`."""
+                 notes: dict[str, str] | None = None, figures: list[Figure] | None = None) -> tuple[Path, Path]:
+    """`benchmarks.md` (one table: ours, anchor, ratio, target; then `figures`, drawn into `benchmarks/*.png`
+    beside it; then `notes`, a paragraph per family) and `benchmarks.json` in `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
+    figures = figures or []
     lines = [
         "# Benchmarks",
         "",
@@ -230,6 +271,14 @@ def write_report(rows: list[Row], info: dict, settings: Settings, folder: Path,
             f"| {row.family} | {row.what} | {_fmt(row.ours, row.unit)} | {_fmt(row.anchor, row.unit)} | "
             f"{row.anchor_name} | {ratio} | {row.target} | {row.note} |"
         )
+    if figures:
+        lines += ["", "## Plots", ""]
+        for figure in figures:
+            path = draw(figure, folder / "benchmarks" / f"{figure.name}.png")
+            lines += [f"![{figure.title}]({path.relative_to(folder).as_posix()})", ""]
+            if figure.note:
+                lines += [figure.note, ""]
+        lines.pop()
     if notes:
         lines += ["", "## Notes", ""]
         for family, text in notes.items():
@@ -239,5 +288,6 @@ def write_report(rows: list[Row], info: dict, settings: Settings, folder: Path,
     markdown.write_text("\n".join(lines) + "\n")
     data = folder / "benchmarks.json"
     data.write_text(json.dumps({"machine": info, "settings": asdict(settings), "notes": notes or {},
-                                "rows": [row.as_dict() for row in rows]}, indent=2) + "\n")
+                                "rows": [row.as_dict() for row in rows],
+                                "figures": [asdict(figure) for figure in figures]}, indent=2) + "\n")
     return markdown, data

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from .harness import Row, Settings, gemm_peak, machine, write_report
+from .harness import Figure, Row, Settings, gemm_peak, machine, write_report
+from .shared import SHARED
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,7 +52,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="3 rounds (more until each side ran 0.5 s) after 1 warm-up; default 7 rounds, 3 s")
     parser.add_argument("--skip-shared", action="store_true", help="family rows only")
     parser.add_argument("--only", action="append", default=[],
-                        help="only these rows (repeatable): " + ", ".join(FAMILY_ROWS) + ", data, memory, loop, params")
+                        help="only these rows (repeatable): " + ", ".join(FAMILY_ROWS) + ", " + ", ".join(SHARED))
     parser.add_argument("--out", default=None,
                         help="folder for benchmarks.md / benchmarks.json (default docs/ for a full run; a run "
                              "limited by --family or --only writes nothing unless --out is given)")
@@ -62,7 +63,6 @@ def main(argv=None) -> int:
     hf_logging.disable_progress_bar()
 
     from .families import bench_family
-    from .shared import SHARED
 
     families = _check_table()
     keys = FAMILY_ROWS + tuple(SHARED)
@@ -84,6 +84,7 @@ def main(argv=None) -> int:
     info["gemm_peak_gflops"] = round(peak, 1)
     print(f"GEMM peak {peak:.1f} GFLOP/s on {info.get('gpu', info['cpu'])}", flush=True)
     rows: list[Row] = []
+    figures: list[Figure] = []
     run_families = not args.only or any(key in FAMILY_ROWS for key in args.only)
     for name in families if run_families else []:
         print(f"[{name}] ...", flush=True)
@@ -95,16 +96,22 @@ def main(argv=None) -> int:
             if not settings.wants(title):
                 continue
             print(f"[{title}] ...", flush=True)
-            for row in bench(settings):
-                rows.append(row)
-                print(_line(row), flush=True)
+            for item in bench(settings):
+                if isinstance(item, Figure):
+                    figures.append(item)
+                    print(f"  plot {item.name}: " + "; ".join(
+                        f"{label} " + ", ".join(f"({x:g}, {y:.3g})" for x, y in points)
+                        for label, points in item.series.items()), flush=True)
+                    continue
+                rows.append(item)
+                print(_line(item), flush=True)
     if out is None:
         print("partial run (--family / --only): no report written; pass --out to write one")
         return 0
     from .families import BENCHES
 
     notes = {name: BENCHES[name].notes for name in families if run_families and BENCHES[name].notes}
-    markdown, data = write_report(rows, info, settings, Path(out), notes)
+    markdown, data = write_report(rows, info, settings, Path(out), notes, figures)
     print(f"wrote {markdown} and {data}")
     return 0
 

@@ -1,8 +1,11 @@
-"""Benchmarks of the shared paths: the data path at scale and the memory of a volume model's training step."""
+"""Benchmarks of the shared paths: the data path at scale, the memory of a volume model's training step, the
+training loop's overhead, throughput against batch size, and the papers' parameter claims. Each returns rows
+(`Row`) and pictures (`Figure`)."""
 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -11,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .harness import Row, Settings, interleaved
+from .harness import Figure, Row, Settings, interleaved
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,12 +83,14 @@ _MEMORY_CHILD = r"""
 import json, sys, torch
 from hfmed import SliceCNNForVolumePrediction, slice_cnn_config
 chunk, checkpointing, batch = int(sys.argv[1]) or None, sys.argv[2] == "1", int(sys.argv[3])
+shape = tuple(int(n) for n in sys.argv[4].split("x"))
 torch.manual_seed(0)
-model = SliceCNNForVolumePrediction(slice_cnn_config("slice-cnn-resnet18", task="regression", slice_chunk_size=chunk))
+model = SliceCNNForVolumePrediction(slice_cnn_config("slice-cnn-resnet18", task="regression", slice_chunk_size=chunk,
+                                                    volume_shape=shape))
 if checkpointing:
     model.gradient_checkpointing_enable()
 model.train()
-x, y = torch.randn(batch, 91, 109, 91), torch.randn(batch, 1)
+x, y = torch.randn(batch, *shape), torch.randn(batch, 1)
 
 def rss_kb(field):
     for line in open("/proc/self/status"):
@@ -102,22 +107,77 @@ print(json.dumps({"peak_mb": peak / 1024, "step_mb": (peak - before) / 1024}))
 """
 
 
-def slice_cnn_training_memory(settings: Settings) -> list[Row]:
-    """Peak memory of one Slice-CNN ResNet-18 training step at 91x109x91, batch 8 (a fresh process each)."""
+def _step_memory(chunk: int, checkpointing: bool, batch: int, shape: tuple[int, int, int]) -> dict:
+    done = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(chunk), "1" if checkpointing else "0", str(batch),
+                           "x".join(map(str, shape))], capture_output=True, text=True, cwd=REPO, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def slice_cnn_training_memory(settings: Settings) -> list:
+    """Peak memory of one Slice-CNN ResNet-18 training step at 91x109x91, batch 8 (a fresh process each), and a
+    plot of the step's memory against the volume size, plain and with chunking + checkpointing."""
     batch = 2 if settings.quick else 8
-    results = {}
-    for name, chunk, checkpointing in [("plain", 0, False), ("slice_chunk_size=64", 64, False),
-                                       ("gradient checkpointing", 0, True),
-                                       ("slice_chunk_size=64 + checkpointing", 64, True)]:
-        done = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(chunk), "1" if checkpointing else "0",
-                               str(batch)], capture_output=True, text=True, cwd=REPO, check=True)
-        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    variants = [("plain", 0, False), ("slice_chunk_size=64", 64, False), ("gradient checkpointing", 0, True),
+                ("slice_chunk_size=64 + checkpointing", 64, True)]
+    results = {name: _step_memory(chunk, checkpointing, batch, (91, 109, 91)) for name, chunk, checkpointing in variants}
     plain = results["plain"]["step_mb"]
-    return [
+    rows = [
         Row("slice_cnn", f"training step peak memory, batch {batch}, 91x109x91: {name}", r["step_mb"], plain,
             "plain step", unit="MB", note=f"process peak {r['peak_mb']:.0f} MB")
         for name, r in results.items()
     ]
+    # the curve: 2 mm, 1.5 mm and 1 mm MNI grids (the last is what a model at native resolution trains on)
+    shapes = [(91, 109, 91), (121, 145, 121)] if settings.quick else [(61, 73, 61), (91, 109, 91), (121, 145, 121),
+                                                                       (182, 218, 182)]
+    series = {}
+    for name, chunk, checkpointing in (variants[0], variants[3]):
+        series[name] = [(math.prod(shape) / 1e6, _step_memory(chunk, checkpointing, 1, shape)["step_mb"])
+                        for shape in shapes]
+    figure = Figure("slice-cnn-memory", "Slice-CNN ResNet-18 training step memory, batch 1",
+                    "volume size (million voxels)", "step peak memory (MB)", series,
+                    note="Grids: " + ", ".join("x".join(map(str, shape)) for shape in shapes) + " (sagittal slices).")
+    return rows + [figure]
+
+
+def throughput_vs_batch(settings: Settings) -> list:
+    """Eval images (volumes) per second against the batch size, ours and the anchor: one plot per family."""
+    from hfmed.registry import FAMILIES
+
+    from .families import BENCHES
+
+    figures = []
+    for name, family in FAMILIES.items():
+        if family.pending or (settings.families and name not in settings.families):
+            continue
+        spec = BENCHES[name]
+        config = spec.config()
+        torch.manual_seed(0)
+        model = family.head_class(config).to(settings.device).eval()
+        if spec.prepare is not None:
+            spec.prepare(model, config)
+        anchor_name, anchor_eval, anchor_module, _ = spec.anchor(config)
+        anchor_module.to(settings.device).eval()
+        series = {"ours": [], f"anchor: {anchor_name}": []}
+        batches = [b for b in (1, 2, 4, 8) if b <= spec.batch * (1 if settings.quick else 2)]
+        for batch in batches:
+            pixel_values, _ = (t.to(settings.device) for t in spec.inputs(config, batch))
+
+            def ours(pixel_values=pixel_values, model=model):
+                with torch.inference_mode(), settings.autocast():
+                    model(pixel_values=pixel_values)
+
+            def anchor(pixel_values=pixel_values, anchor_eval=anchor_eval):
+                with torch.inference_mode(), settings.autocast():
+                    anchor_eval(pixel_values)
+
+            ours_s, anchor_s = interleaved(ours, anchor, Settings(**{**settings.__dict__, "rounds": 3, "warmup": 1,
+                                                                     "min_seconds": 0.0}))
+            series["ours"].append((batch, batch / ours_s))
+            series[f"anchor: {anchor_name}"].append((batch, batch / anchor_s))
+        unit = "volumes" if name == "slice_cnn" else "images"
+        figures.append(Figure(f"throughput-{name.replace('_', '-')}", f"{name}: eval throughput",
+                              "batch size", f"{unit} / s", series, logx=True))
+    return figures
 
 
 def training_loop_overhead(settings: Settings) -> list[Row]:
@@ -229,6 +289,7 @@ def trainable_parameters(settings: Settings) -> list[Row]:
 SHARED = {  # keys double as `--only` names
     "data": data_path_at_scale,
     "memory": slice_cnn_training_memory,
+    "throughput": throughput_vs_batch,
     "loop": training_loop_overhead,
     "params": trainable_parameters,
 }

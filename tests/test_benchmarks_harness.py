@@ -5,7 +5,7 @@ import json
 import torch
 
 from benchmarks.families import BENCHES
-from benchmarks.harness import Row, Settings, count_flops, interleaved, write_report
+from benchmarks.harness import Figure, Row, Settings, count_flops, interleaved, write_report
 from hfmed.registry import FAMILIES
 
 
@@ -82,6 +82,18 @@ def test_report_has_one_row_per_comparison_with_the_ratio(tmp_path):
     markdown, data = write_report(rows, {"cpu": "test"}, Settings(), tmp_path, {"lt_vit": "Why it is slow."})
     assert markdown.read_text().endswith("## Notes\n\n### lt_vit\n\nWhy it is slow.\n")
     assert json.loads(data.read_text())["notes"] == {"lt_vit": "Why it is slow."}
+
+
+def test_report_draws_each_figure_beside_the_table_and_stores_its_points(tmp_path):
+    figure = Figure("throughput-x", "x: eval throughput", "batch size", "images / s",
+                    {"ours": [(1, 10.0), (2, 18.0)], "anchor": [(1, 11.0), (2, 19.0)]}, logx=True, note="Why.")
+    markdown, data = write_report([Row("x", "forward", 0.1, 0.1)], {"cpu": "test"}, Settings(), tmp_path,
+                                  figures=[figure])
+    png = tmp_path / "benchmarks" / "throughput-x.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "## Plots\n\n![x: eval throughput](benchmarks/throughput-x.png)\n\nWhy.\n" in markdown.read_text()
+    saved = json.loads(data.read_text())["figures"]
+    assert saved[0]["series"]["anchor"] == [[1, 11.0], [2, 19.0]] and saved[0]["name"] == "throughput-x"
 
 
 def test_count_flops_counts_attention_on_cpu():
