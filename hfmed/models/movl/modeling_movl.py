@@ -32,6 +32,7 @@ Training policy (the training loop's extension point; plain methods of `MoVLPreT
   `no_weight_decay()`: the prompt (Bahng trains it without weight decay).
 """
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,6 +120,17 @@ def training_stages(config: MoVLConfig) -> list[MoVLTrainingStage]:
     if config.strategy == "movl":
         return lp + [MoVLTrainingStage("joint", warmup, ("prompt", "head"), config.discrepancy_weight > 0)]
     return [MoVLTrainingStage("full_finetune", 0, ("backbone", "head"), False)]
+
+
+def _skip_init_on_meta():
+    """No weight init while the model is built on the meta device, as `from_pretrained` builds it.
+
+    Meta tensors hold no values, so the init functions timm and torch run in their constructors only cost time
+    (timm's `normal_` on a meta tensor goes through torch's Python reference). Weights a checkpoint lacks are
+    initialised after loading by `_init_weights`, as before. Built on a real device (a new model), every init
+    runs unchanged.
+    """
+    return init.no_init_weights() if torch.get_default_device().type == "meta" else contextlib.nullcontext()
 
 
 class MoVLPrompter(nn.Module):
@@ -234,16 +246,6 @@ class MoVLPreTrainedModel(PreTrainedModel):
         # strategy's last stage does not train (a loaded model is in that stage, like a new one).
         (loaded[0] if isinstance(loaded, tuple) else loaded).set_training_stage(None)
         return loaded
-
-    # --- frozen backbone ---------------------------------------------------------------------------------
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.config.freeze_backbone:
-            # A frozen backbone keeps its pretrained BatchNorm statistics (and no dropout).
-            for module in self.modules():
-                if isinstance(module, MoVLBackbone):
-                    module.eval()
-        return self
 
     # --- training policy: what trains when (see the module docstring) -------------------------------------
     def training_stages(self) -> list[MoVLTrainingStage]:
@@ -384,13 +386,22 @@ class MoVLModel(MoVLPreTrainedModel):
     def __init__(self, config: MoVLConfig):
         super().__init__(config)
         self.config = config
-        self.prompter = MoVLPrompter(config) if config.uses_prompt else None
-        self.backbone = MoVLBackbone(config)
+        with _skip_init_on_meta():
+            self.prompter = MoVLPrompter(config) if config.uses_prompt else None
+            self.backbone = MoVLBackbone(config)
         self.gradient_checkpointing = False
         if config.freeze_backbone:
             self.backbone.requires_grad_(False)
         self.post_init()
         self.set_training_stage(None)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.config.freeze_backbone:
+            # A frozen backbone keeps its pretrained BatchNorm statistics (and no dropout). The head's `train`
+            # reaches here through its children; `eval()` needs nothing more.
+            self.backbone.eval()
+        return self
 
     def forward(
         self,
@@ -441,7 +452,8 @@ class MoVLForImageClassification(MoVLPreTrainedModel):
     def __init__(self, config: MoVLConfig):
         super().__init__(config)
         self.movl = MoVLModel(config)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        with _skip_init_on_meta():
+            self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
         self.set_training_stage(None)
 
