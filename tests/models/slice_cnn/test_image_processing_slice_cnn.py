@@ -632,7 +632,7 @@ def test_module_imports_without_nibabel(monkeypatch):
     assert not any(isinstance(node, ast.ImportFrom) and node.level for node in imports)
     top_level = {name.split(".")[0] for name in names}
     assert "hfmed" not in top_level and "scipy" not in top_level
-    assert top_level <= set(sys.stdlib_module_names) | {"numpy", "torch", "transformers", "nibabel"}
+    assert top_level <= set(sys.stdlib_module_names) | {"numpy", "torch", "transformers", "nibabel", "isal"}
 
 
 def test_nifti_without_sform_or_qform_warns_at_the_callers_line():
@@ -655,3 +655,141 @@ def test_datasets_nifti_feature_values_are_accepted():
     torch.testing.assert_close(
         processor(undecoded, return_tensors="pt")["pixel_values"], expected, rtol=0, atol=0
     )
+
+
+# --- fast paths: the inflater, one inflate call, threads ----------------------------------------------
+
+
+def noisy_nifti_gz(tmp_path, name="noisy.nii.gz", shape=(24, 28, 20), seed=0):
+    """A gzipped float32 NIfTI whose voxels need many deflate blocks (noise), at 1 mm with a LPS affine."""
+    path = tmp_path / name
+    nib.save(nib.Nifti1Image(asymmetric_volume(shape, seed), np.diag([-1.0, -1.0, 1.0, 1.0])), path)
+    return path
+
+
+def test_isal_is_the_inflater_and_zlib_gives_the_same_arrays(tmp_path, monkeypatch):
+    # isal comes with the dev extra (hfmed[fast]); without it the standard library's zlib is used.
+    from isal import isal_zlib
+
+    assert ips._inflate_module() is isal_zlib
+    path = noisy_nifti_gz(tmp_path)
+    inputs = [path, path.read_bytes()]
+    processor = SliceCNNImageProcessor(target_shape=[12, 14, 10])
+    fast = processor(inputs, return_tensors="pt")["pixel_values"]
+    monkeypatch.setattr(ips, "_inflate_module", lambda: ips.zlib)
+    plain = processor(inputs, return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(fast, plain, rtol=0, atol=0)
+    raw = processor(path, return_tensors="pt", **RAW)["pixel_values"][0]
+    expected = np.asarray(nib.as_closest_canonical(nib.load(path)).dataobj, dtype=np.float32)
+    np.testing.assert_array_equal(raw.numpy(), expected)
+
+
+@pytest.mark.parametrize("inflater", ["isal", "zlib"])
+def test_gunzip_matches_gzip_module(inflater, monkeypatch):
+    if inflater == "zlib":
+        monkeypatch.setattr(ips, "_inflate_module", lambda: ips.zlib)
+    data = np.random.default_rng(1).integers(0, 255, 300_000, dtype=np.uint8).tobytes()
+    packed = gzip.compress(data)
+    assert ips._gunzip(packed, len(data)) == data
+    assert ips._gunzip(packed, 1000) == data[:1000]
+    assert ips._gunzip(packed, 10**7) == data  # asks for more than there is: what there is
+    # Several members, zero padding between them (gzip allows both), read across the boundary.
+    members = gzip.compress(data[:1000]) + bytes(7) + gzip.compress(data[1000:])
+    assert ips._gunzip(members, len(data)) == gzip.decompress(members) == data
+    with pytest.raises(EOFError, match="ended before"):
+        ips._gunzip(packed[:-5000], len(data))
+    with pytest.raises(gzip.BadGzipFile, match="Not a gzipped file"):
+        ips._gunzip(gzip.compress(data[:1000]) + b"junk", len(data))
+    corrupt = bytearray(packed)
+    corrupt[-8] ^= 1  # the CRC-32, checked when the bytes asked end the member
+    with pytest.raises(ips.zlib.error):
+        ips._gunzip(bytes(corrupt), len(data))
+    assert ips._gunzip(bytes(corrupt), 1000) == data[:1000]
+    corrupt[:4] = b"\x1f\x8b\x08\xff"  # reserved flag bits set
+    with pytest.raises(ips.zlib.error):
+        ips._gunzip(bytes(corrupt), len(data))
+
+
+def test_multi_member_and_corrupt_nifti_gz(tmp_path):
+    path = noisy_nifti_gz(tmp_path)
+    raw = gzip.decompress(path.read_bytes())
+    expected = SliceCNNImageProcessor(**RAW)(path, return_tensors="pt")["pixel_values"]
+    two_members = tmp_path / "two_members.nii.gz"
+    two_members.write_bytes(gzip.compress(raw[:5000]) + gzip.compress(raw[5000:]))
+    out = SliceCNNImageProcessor(**RAW)(two_members, return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    corrupt = bytearray(path.read_bytes())
+    corrupt[-8] ^= 1  # the CRC-32 of the member, which the voxels end
+    with pytest.raises(ValueError, match="could not be decompressed as gzip") as excinfo:
+        SliceCNNImageProcessor()(bytes(corrupt))
+    one_line_error(excinfo)
+    junk_after = tmp_path / "junk_after.nii.gz"
+    junk_after.write_bytes(gzip.compress(raw[:5000]) + b"junk")
+    with pytest.raises(ValueError, match="Not a gzipped file") as excinfo:
+        SliceCNNImageProcessor()(junk_after)
+    one_line_error(excinfo)
+
+
+def test_gzip_bomb_inflates_no_more_than_the_header_promises(tmp_path):
+    # A valid small NIfTI followed by 200 MB of zeros in the same gzip member: only the voxels are inflated.
+    path = noisy_nifti_gz(tmp_path, shape=(6, 7, 8))
+    raw = gzip.decompress(path.read_bytes())
+    compressor = ips.zlib.compressobj(9, ips.zlib.DEFLATED, 31)
+    bomb = compressor.compress(raw)
+    for _ in range(200):
+        bomb += compressor.compress(bytes(1 << 20))
+    bomb += compressor.flush()
+    assert len(bomb) < 1 << 20
+    assert len(ips._nifti_bytes(bomb, "bomb", 10**6)) == len(raw)
+    out = SliceCNNImageProcessor(**RAW)(bomb, return_tensors="pt")["pixel_values"]
+    expected = SliceCNNImageProcessor(**RAW)(path, return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
+
+def test_threads_give_the_one_by_one_results_in_order(tmp_path):
+    paths = [noisy_nifti_gz(tmp_path, f"v{i}.nii.gz", seed=i) for i in range(3)]
+    content = asymmetric_volume((24, 28, 20), seed=7)
+    inputs = [paths[0], content, paths[1].read_bytes(), str(paths[2]), nib.load(paths[0])]
+    affine = [None, np.eye(4), None, None, None]
+    processor = SliceCNNImageProcessor(target_shape=[12, 14, 10])
+    one_by_one = processor(inputs, affine=affine, return_tensors="pt", num_threads=1)["pixel_values"]
+    for threads in (2, 5, None):
+        out = processor(inputs, affine=affine, return_tensors="pt", num_threads=threads)["pixel_values"]
+        torch.testing.assert_close(out, one_by_one, rtol=0, atol=0)
+    singles = torch.cat(
+        [
+            processor(item, affine=a, return_tensors="pt")["pixel_values"]
+            for item, a in zip(inputs, affine, strict=True)
+        ]
+    )
+    torch.testing.assert_close(one_by_one, singles, rtol=0, atol=0)
+    assert SliceCNNImageProcessor(num_threads=3).num_threads == 3
+
+
+def test_threads_keep_warnings_and_the_first_error_in_input_order():
+    raw = nib.Nifti1Image(asymmetric_volume(), None).to_bytes()  # warns: no sform / qform
+    processor = SliceCNNImageProcessor(target_shape=[6, 7, 8], num_threads=4)
+    with pytest.warns(UserWarning) as record:
+        processor([raw, asymmetric_volume(), raw], return_tensors="pt")
+    messages = [str(item.message) for item in record]
+    assert ["sform_code" in m for m in messages] == [True, False, True]
+    assert "without an affine" in messages[1]
+    assert all(item.filename == __file__ for item in record)
+    with_nan = asymmetric_volume()
+    with_nan[1, 2, 3] = np.nan
+    with (
+        pytest.warns(UserWarning, match="sform_code"),
+        pytest.raises(ValueError, match=r"\(input 1\) contains 1"),
+    ):
+        processor([raw, with_nan, b"not a nifti" * 100], affine=[None, np.eye(4), None])
+    with pytest.raises(ValueError, match="is not a NIfTI file"):
+        processor([b"not a nifti" * 100, with_nan], affine=[None, np.eye(4)])
+
+
+def test_bad_num_threads_raise():
+    for value in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="num_threads") as excinfo:
+            SliceCNNImageProcessor(num_threads=value)
+        one_line_error(excinfo)
+    with pytest.raises(ValueError, match="num_threads"):
+        SliceCNNImageProcessor()(asymmetric_volume(), affine=np.eye(4), num_threads=0)
