@@ -28,6 +28,7 @@ Our choices, not the paper's (see `DIAMANTConfig` for the fields):
   `semantic_loss_ignore_index` count in neither.
 """
 
+import contextlib
 import hashlib
 import math
 from collections.abc import Mapping
@@ -87,6 +88,18 @@ class DIAMANTSemanticSegmenterOutput(SemanticSegmenterOutput):
 
 
 # --- the frozen DINO ViT, in the official structure -------------------------------------------------------
+
+
+# Copied from hfmed.models.scopeformer.modeling_scopeformer._skip_init_on_meta
+def _skip_init_on_meta():
+    """No weight init while the model is built on the meta device, as `from_pretrained` builds it.
+
+    Meta tensors hold no values, so the init functions that timm and torch run in their constructors only cost
+    time (timm's `normal_` on a meta tensor goes through torch's Python reference). Weights a checkpoint lacks
+    are initialised after loading by `_init_weights`, as before. Built on a real device (a new model), every
+    init runs unchanged.
+    """
+    return init.no_init_weights() if torch.get_default_device().type == "meta" else contextlib.nullcontext()
 
 
 class DIAMANTDinoPatchProjection(nn.Conv2d):
@@ -352,22 +365,23 @@ class DIAMANTModel(DIAMANTPreTrainedModel):
     def __init__(self, config: DIAMANTConfig):
         super().__init__(config)
         self.config = config
-        self.dino = DIAMANTDinoViT(config) if config.use_attention_encoder else None
+        with _skip_init_on_meta():
+            self.dino = DIAMANTDinoViT(config) if config.use_attention_encoder else None
+            self.image_encoder = DIAMANTEncoder(config.num_channels, config) if config.use_image_encoder else None
+            self.attention_encoder = (
+                DIAMANTEncoder(config.num_attention_heads, config) if config.use_attention_encoder else None
+            )
+            bottom = config.encoder_widths[-1] * (int(config.use_image_encoder) + int(config.use_attention_encoder))
+            self.bottleneck = DIAMANTConvBlock(bottom, config.bottleneck_width, config.conv_bias)
+            skip_factor = 2 if config.skip_connections == "both" else 1
+            widths = [config.bottleneck_width, *config.decoder_widths]
+            skips = config.encoder_widths[::-1]
+            self.decoder = nn.ModuleList(
+                DIAMANTDecoderStage(widths[i], skip_factor * skips[i], widths[i + 1], config.conv_bias)
+                for i in range(len(config.decoder_widths))
+            )
         if self.dino is not None:
             self.dino.requires_grad_(False)  # frozen, as in the paper
-        self.image_encoder = DIAMANTEncoder(config.num_channels, config) if config.use_image_encoder else None
-        self.attention_encoder = (
-            DIAMANTEncoder(config.num_attention_heads, config) if config.use_attention_encoder else None
-        )
-        bottom = config.encoder_widths[-1] * (int(config.use_image_encoder) + int(config.use_attention_encoder))
-        self.bottleneck = DIAMANTConvBlock(bottom, config.bottleneck_width, config.conv_bias)
-        skip_factor = 2 if config.skip_connections == "both" else 1
-        widths = [config.bottleneck_width, *config.decoder_widths]
-        skips = config.encoder_widths[::-1]
-        self.decoder = nn.ModuleList(
-            DIAMANTDecoderStage(widths[i], skip_factor * skips[i], widths[i + 1], config.conv_bias)
-            for i in range(len(config.decoder_widths))
-        )
         self.gradient_checkpointing = False
         self.post_init()
 
@@ -489,7 +503,8 @@ class DIAMANTForSemanticSegmentation(DIAMANTPreTrainedModel):
     def __init__(self, config: DIAMANTConfig):
         super().__init__(config)
         self.diamant = DIAMANTModel(config)
-        self.classifier = nn.Conv2d(config.decoder_widths[-1], config.num_labels, kernel_size=1)
+        with _skip_init_on_meta():
+            self.classifier = nn.Conv2d(config.decoder_widths[-1], config.num_labels, kernel_size=1)
         self.post_init()
 
     def forward(

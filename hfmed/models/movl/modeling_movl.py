@@ -122,13 +122,14 @@ def training_stages(config: MoVLConfig) -> list[MoVLTrainingStage]:
     return [MoVLTrainingStage("full_finetune", 0, ("backbone", "head"), False)]
 
 
+# Copied from hfmed.models.scopeformer.modeling_scopeformer._skip_init_on_meta
 def _skip_init_on_meta():
     """No weight init while the model is built on the meta device, as `from_pretrained` builds it.
 
-    Meta tensors hold no values, so the init functions timm and torch run in their constructors only cost time
-    (timm's `normal_` on a meta tensor goes through torch's Python reference). Weights a checkpoint lacks are
-    initialised after loading by `_init_weights`, as before. Built on a real device (a new model), every init
-    runs unchanged.
+    Meta tensors hold no values, so the init functions that timm and torch run in their constructors only cost
+    time (timm's `normal_` on a meta tensor goes through torch's Python reference). Weights a checkpoint lacks
+    are initialised after loading by `_init_weights`, as before. Built on a real device (a new model), every
+    init runs unchanged.
     """
     return init.no_init_weights() if torch.get_default_device().type == "meta" else contextlib.nullcontext()
 

@@ -35,6 +35,7 @@ per-volume position encoding with `in_channels > 1` (the official code splits it
 91 / 109 there, which breaks unless `in_channels == 1`).
 """
 
+import contextlib
 import math
 import re
 from collections.abc import Mapping
@@ -90,6 +91,18 @@ class SliceCNNOutput(ImageClassifierOutput):
     """
 
     slice_weights: torch.FloatTensor | None = None
+
+
+# Copied from hfmed.models.scopeformer.modeling_scopeformer._skip_init_on_meta
+def _skip_init_on_meta():
+    """No weight init while the model is built on the meta device, as `from_pretrained` builds it.
+
+    Meta tensors hold no values, so the init functions that timm and torch run in their constructors only cost
+    time (timm's `normal_` on a meta tensor goes through torch's Python reference). Weights a checkpoint lacks
+    are initialised after loading by `_init_weights`, as before. Built on a real device (a new model), every
+    init runs unchanged.
+    """
+    return init.no_init_weights() if torch.get_default_device().type == "meta" else contextlib.nullcontext()
 
 
 class SliceCNNConvBlock(nn.Module):
@@ -374,13 +387,14 @@ class SliceCNNModel(SliceCNNPreTrainedModel):
     def __init__(self, config: SliceCNNConfig):
         super().__init__(config)
         self.config = config
-        if config.encoder == "encoder1":
-            self.slice_encoder = SliceCNNConvEncoder(config)
-        else:
-            self.slice_encoder = SliceCNNResNetEncoder(config)
-        self.position_encoding = SliceCNNPositionEncoding(config) if config.use_position_encoding else None
-        self.slice_projection = SliceCNNSliceProjection(config) if config.encoder == "encoder1" else None
-        self.pooler = SliceCNNAttentionPooling(config) if config.aggregation == "attention" else None
+        with _skip_init_on_meta():
+            if config.encoder == "encoder1":
+                self.slice_encoder = SliceCNNConvEncoder(config)
+            else:
+                self.slice_encoder = SliceCNNResNetEncoder(config)
+            self.position_encoding = SliceCNNPositionEncoding(config) if config.use_position_encoding else None
+            self.slice_projection = SliceCNNSliceProjection(config) if config.encoder == "encoder1" else None
+            self.pooler = SliceCNNAttentionPooling(config) if config.aggregation == "attention" else None
         self.gradient_checkpointing = False
         self.post_init()
 
@@ -469,7 +483,8 @@ class SliceCNNForVolumePrediction(SliceCNNPreTrainedModel):
     def __init__(self, config: SliceCNNConfig):
         super().__init__(config)
         self.slice_cnn = SliceCNNModel(config)
-        self.head = SliceCNNPredictionHead(config)
+        with _skip_init_on_meta():
+            self.head = SliceCNNPredictionHead(config)
         self.post_init()
 
     def forward(
