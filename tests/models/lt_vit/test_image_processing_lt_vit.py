@@ -512,3 +512,58 @@ def test_bytes_io_not_needed_for_dataset_in_memory(processor32):
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     np.testing.assert_array_equal(processor32.decode(buffer.getvalue())[0], processor32.decode(ds)[0])
+
+
+# --- threads -------------------------------------------------------------------------------------
+
+
+def test_threads_give_the_one_by_one_results_in_order(tmp_path, processor32):
+    rng = np.random.default_rng(11)
+    paths = []
+    for index in range(4):
+        path = tmp_path / f"cxr{index}.png"
+        Image.fromarray(rng.integers(0, 65535, size=(40 + index, 36), dtype=np.uint16)).save(path)
+        paths.append(path)
+    rgb = tmp_path / "rgb.jpg"
+    Image.fromarray(rng.integers(0, 256, size=(30, 30, 3), dtype=np.uint8)).save(rgb)
+    dicom = save(make_cxr(cxr_pixels(3)), tmp_path / "cxr.dcm")
+    buffer = io.BytesIO()
+    make_cxr(cxr_pixels(4), "MONOCHROME1").save_as(buffer, enforce_file_format=True)
+    inputs = [paths[0], str(paths[1]), dicom, paths[2].read_bytes(), buffer.getvalue(), rgb, paths[3],
+              np.asarray(Image.open(paths[0]))]
+    assert [ips._decodes_with_pil(item) for item in inputs] == [True, True, False, True, False, True, True, False]
+    one_by_one = processor32(inputs, return_tensors="pt", num_threads=1).pixel_values
+    singles = torch.cat([processor32(item, return_tensors="pt").pixel_values for item in inputs])
+    torch.testing.assert_close(one_by_one, singles, rtol=0, atol=0)
+    for threads in (2, 8, None):
+        out = processor32(inputs, return_tensors="pt", num_threads=threads).pixel_values
+        torch.testing.assert_close(out, one_by_one, rtol=0, atol=0)
+    decoded = LTViTImageProcessor(num_threads=3).decode(inputs)
+    for got, want in zip(decoded, processor32.decode(inputs, num_threads=1), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_threads_raise_the_first_error_in_input_order(tmp_path, processor32):
+    good = tmp_path / "good.png"
+    Image.fromarray(np.random.default_rng(12).integers(0, 256, (20, 20), dtype=np.uint8)).save(good)
+    text = tmp_path / "notes.png"
+    text.write_text("not an image\n" * 20)
+    nan = np.zeros((8, 8), dtype=np.float32)
+    nan[1, 1] = np.nan
+    with pytest.raises(ValueError, match="notes.png"):
+        processor32([good, text, nan, good], num_threads=4)
+    with pytest.raises(ValueError, match="NaN"):
+        processor32([good, nan, text, good], num_threads=4)
+    with pytest.raises(FileNotFoundError, match="No such file"):
+        processor32([good, tmp_path / "missing.png", text], num_threads=4)
+
+
+def test_bad_num_threads_refused(processor32):
+    for value in (0, -2, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="num_threads must be a positive int") as excinfo:
+            LTViTImageProcessor(num_threads=value)
+        _one_line(excinfo)
+    with pytest.raises(ValueError, match="num_threads"):
+        processor32(np.zeros((8, 8)), num_threads=0)
+    with pytest.raises(ValueError, match="num_threads"):
+        processor32.decode(np.zeros((8, 8)), num_threads=0)
