@@ -267,16 +267,23 @@ class MoVLPreTrainedModel(PreTrainedModel):
     def parameter_groups(self) -> dict[str, list[str]]:
         """Parameter names per group: `prompt` (the prompter), `backbone` (the pretrained model), `head` (the
         rest: the linear probe)."""
-        owners = {}
-        for prefix, module in self.named_modules():
-            if isinstance(module, MoVLPrompter):
-                owners[prefix] = "prompt"
-            elif isinstance(module, MoVLBackbone):
-                owners[prefix] = "backbone"
+        return {group: [name for name, _ in named] for group, named in self._grouped_parameters().items()}
+
+    def _grouped_parameters(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
+        # One walk of the module tree (set_training_stage runs at every load and every epoch): a prompter's or
+        # backbone's whole subtree goes to its group, every other module's own parameters to `head`.
         groups = {name: [] for name in PARAMETER_GROUPS}
-        for name, _ in self.named_parameters():
-            owner = next((group for prefix, group in owners.items() if name.startswith(prefix + ".")), "head")
-            groups[owner].append(name)
+
+        def walk(module: nn.Module, prefix: str):
+            if isinstance(module, (MoVLPrompter, MoVLBackbone)):
+                group = "prompt" if isinstance(module, MoVLPrompter) else "backbone"
+                groups[group].extend(module.named_parameters(prefix=prefix))
+                return
+            groups["head"].extend(module.named_parameters(prefix=prefix, recurse=False))
+            for name, child in module.named_children():
+                walk(child, f"{prefix}.{name}" if prefix else name)
+
+        walk(self, "")
         return groups
 
     def trainable_parameter_names(self, epoch: int | None = None) -> list[str]:
@@ -298,12 +305,11 @@ class MoVLPreTrainedModel(PreTrainedModel):
         """Apply the stage at `epoch` (`None`: the last): `requires_grad` per parameter group, and the discrepancy
         term on or off. Returns the stage."""
         stage = self.training_stage(epoch)
-        trainable = set(self.trainable_parameter_names(epoch))
-        for name, param in self.named_parameters():
-            param.requires_grad_(name in trainable)
-        for module in self.modules():
-            if isinstance(module, MoVLPreTrainedModel):
-                module._discrepancy_on = stage.discrepancy
+        for group, named in self._grouped_parameters().items():
+            for _, param in named:
+                param.requires_grad_(group in stage.trains)
+        for module in {self, self.base_model}:  # the head and the MoVLModel it holds
+            module._discrepancy_on = stage.discrepancy
         return stage
 
     @property
