@@ -737,8 +737,30 @@ def _is_nibabel_image(obj: Any) -> bool:
     return nibabel is not None and isinstance(obj, nibabel.spatialimages.SpatialImage)
 
 
-def _volume_from_image(image: Any, name: str, max_voxels: int) -> tuple[np.ndarray, np.ndarray]:
-    """The float32 3-D voxels (scaled by scl_slope / scl_inter) and the affine of a nibabel image."""
+def _voxels_in_bytes(image: Any, data: bytes) -> np.ndarray:
+    """`image.get_fdata(dtype=np.float32)` for an image nibabel read from `data` (`from_bytes`), without
+    nibabel's copy of the voxels into a zero-filled buffer (about 15 ms for a 1 mm T1): the voxels are a
+    view of `data` (read-only), scaled by nibabel's own `apply_read_scaling` with the scale factors cast as
+    its `ArrayProxy` casts them for a float32 read; the same numbers (tested against `get_fdata`)."""
+    from nibabel.volumeutils import apply_read_scaling  # lazy: see the module docstring
+
+    proxy = image.dataobj
+    raw = np.ndarray(proxy.shape, proxy.dtype, buffer=data, offset=proxy.offset, order=proxy.order)
+    slope, inter = np.asanyarray(proxy.slope), np.asanyarray(proxy.inter)
+    if np.can_cast(slope, np.float32):
+        slope = slope.astype(np.float32)
+    if np.can_cast(inter, np.float32):
+        inter = inter.astype(np.float32)
+    scaled = apply_read_scaling(raw, slope, inter)
+    scaled = scaled.astype(np.promote_types(scaled.dtype, np.float32), copy=False)
+    return scaled.astype(np.float32, copy=False)
+
+
+def _volume_from_image(
+    image: Any, name: str, max_voxels: int, data: bytes | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The float32 3-D voxels (scaled by scl_slope / scl_inter) and the affine of a nibabel image; `data`: the
+    bytes nibabel read it from, if any (the voxels are then read from them in place)."""
     spatial = _squeeze_to_3d(image.shape, name, nifti=True)
     _check_voxels(spatial, max_voxels, name)
     header = image.header
@@ -755,7 +777,10 @@ def _volume_from_image(image: Any, name: str, max_voxels: int) -> tuple[np.ndarr
             "pixdim with x flipped (LAS): check the orientation of the result"
         )
     try:
-        volume = image.get_fdata(caching="unchanged", dtype=np.float32)
+        if data is not None and type(image.dataobj).__name__ == "ArrayProxy":  # nibabel's, from `data`
+            volume = _voxels_in_bytes(image, data)
+        else:
+            volume = image.get_fdata(caching="unchanged", dtype=np.float32)
     except Exception as err:
         raise ValueError(
             f"{name} voxels could not be decoded: {_one_line(err)}; pass an uncorrupted file"
@@ -1004,7 +1029,7 @@ class SliceCNNImageProcessor(TorchvisionBackend):
             image = _image_from_nifti_bytes(data, name)
         elif _is_nibabel_image(item):
             name = f"nibabel {type(item).__name__}{suffix}"
-            image = item
+            image, data = item, None
         else:
             raise TypeError(
                 f"Unsupported input type {type(item).__name__}{suffix}: pass a .nii / .nii.gz path, NIfTI bytes, a "
@@ -1015,7 +1040,7 @@ class SliceCNNImageProcessor(TorchvisionBackend):
                 f"an affine was given for {name}, which carries its own: pass affine only for numpy / torch volumes "
                 "(None for the others)"
             )
-        volume, matrix = _volume_from_image(image, name, max_voxels)
+        volume, matrix = _volume_from_image(image, name, max_voxels, data)
         return volume, matrix, name
 
     @staticmethod
@@ -1024,7 +1049,10 @@ class SliceCNNImageProcessor(TorchvisionBackend):
     ) -> tuple[torch.Tensor, np.ndarray]:
         if settings["do_reorient"]:
             volume, affine = reorient(volume, affine, settings["orientation"])
-        tensor = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))
+        array = np.ascontiguousarray(volume, dtype=np.float32)
+        if not array.flags.writeable:  # voxels read in place from a NIfTI file's bytes, already C-ordered
+            array = array.copy()
+        tensor = torch.from_numpy(array)
         if device is not None:
             tensor = tensor.to(device)
         if settings["do_resample"]:
