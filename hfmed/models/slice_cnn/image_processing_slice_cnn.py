@@ -52,6 +52,7 @@ This file must stay importable on its own (it is copied flat to the Hub for `tru
 imports nothing from `hfmed`, and it imports nibabel only when a NIfTI file is decoded.
 """
 
+import collections
 import contextlib
 import gzip
 import math
@@ -223,34 +224,49 @@ def _check_num_threads(value: Any) -> int | None:
     return int(value)
 
 
-def _run_in_order(function: Callable[[int], Any], count: int, threads: int | None) -> list[Any]:
-    """`[function(0), ..., function(count - 1)]`, computed in up to `threads` threads (None: as many as
-    `torch.get_num_threads()`), with what a plain loop gives: the same results in input order, the
-    warnings of `_warn` in input order from the caller's thread, and the error of the first failing input
-    (warnings of the inputs before it still raised). Decoding (zlib, nibabel, numpy) and torch release
-    the GIL, so threads overlap on several cores."""
+def _run_in_order(
+    decode: Callable[[int], Any], finish: Callable[[int, Any], Any], count: int, threads: int | None
+) -> list[Any]:
+    """`[finish(i, decode(i)) for i in range(count)]`, with `decode` in up to `threads` worker threads (None: as
+    many as `torch.get_num_threads()`) and `finish` in the caller's thread, as each input's turn comes.
+
+    What a plain loop gives: the same results in input order, the warnings of `_warn` in input order from the
+    caller's thread, and the error of the first failing input (the warnings of the inputs before it still
+    raised). Decoding (zlib / isal, numpy copies) releases the GIL, so workers overlap on several cores; the
+    torch steps (`finish`) stay in the caller's thread, where torch's own intra-op threads serve them (torch
+    called from many threads at once would start a team of intra-op threads in each). At most two inputs per
+    worker are decoded ahead of `finish`, to bound memory.
+    """
     threads = min(count, torch.get_num_threads() if threads is None else threads)
     if threads <= 1:
-        return [function(index) for index in range(count)]
+        return [finish(index, decode(index)) for index in range(count)]
 
     def collect(index: int) -> tuple[Any, list[str], Exception | None]:
         _thread_warnings.messages = messages = []
         try:
-            return function(index), messages, None
+            return decode(index), messages, None
         except Exception as err:  # re-raised in input order below
             return None, messages, err
         finally:
             _thread_warnings.messages = None
 
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="slice_cnn_preprocess") as pool:
-        outcomes = list(pool.map(collect, range(count)))
     results = []
-    for result, messages, error in outcomes:
-        for message in messages:
-            _warn(message)
-        if error is not None:
-            raise error
-        results.append(result)
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="slice_cnn_decode") as pool:
+        pending = collections.deque(pool.submit(collect, index) for index in range(min(count, 2 * threads)))
+        try:
+            for index in range(count):
+                decoded, messages, error = pending.popleft().result()
+                if index + len(pending) + 1 < count:
+                    pending.append(pool.submit(collect, index + len(pending) + 1))
+                for message in messages:
+                    _warn(message)
+                if error is not None:
+                    raise error
+                results.append(finish(index, decoded))
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
     return results
 
 
@@ -995,13 +1011,16 @@ class SliceCNNImageProcessor(TorchvisionBackend):
             raise ValueError("No volumes given: pass one input or a non-empty list of inputs")
         affines = _split_affines(affine, len(items))
 
-        def process(index: int) -> torch.Tensor:
+        def decode(index: int) -> tuple[np.ndarray, np.ndarray, str]:
             volume, matrix, name = self._decode(
                 items[index], affines[index], settings, index if len(items) > 1 else None
             )
-            return self._transform(volume, matrix, name, settings, device)[0]
+            return (*self._reorient(volume, matrix, settings), name)
 
-        return _run_in_order(process, len(items), settings["num_threads"])
+        def finish(index: int, decoded: tuple[np.ndarray, np.ndarray, str]) -> torch.Tensor:
+            return self._transform_tensor(*decoded, settings, device)[0]
+
+        return _run_in_order(decode, finish, len(items), settings["num_threads"])
 
     def _decode(
         self, item: Any, affine: Any, settings: dict, index: int | None
@@ -1048,11 +1067,24 @@ class SliceCNNImageProcessor(TorchvisionBackend):
     def _transform(
         volume: np.ndarray, affine: np.ndarray, name: str, settings: dict, device: Any = None
     ) -> tuple[torch.Tensor, np.ndarray]:
+        array, affine = SliceCNNImageProcessor._reorient(volume, affine, settings)
+        return SliceCNNImageProcessor._transform_tensor(array, affine, name, settings, device)
+
+    @staticmethod
+    def _reorient(volume: np.ndarray, affine: np.ndarray, settings: dict) -> tuple[np.ndarray, np.ndarray]:
+        """The numpy steps: reorientation and the C-ordered float32 copy torch works on."""
         if settings["do_reorient"]:
             volume, affine = reorient(volume, affine, settings["orientation"])
         array = np.ascontiguousarray(volume, dtype=np.float32)
         if not array.flags.writeable:  # voxels read in place from a NIfTI file's bytes, already C-ordered
             array = array.copy()
+        return array, affine
+
+    @staticmethod
+    def _transform_tensor(
+        array: np.ndarray, affine: np.ndarray, name: str, settings: dict, device: Any = None
+    ) -> tuple[torch.Tensor, np.ndarray]:
+        """The torch steps: resampling, crop / pad and z-score."""
         tensor = torch.from_numpy(array)
         if device is not None:
             tensor = tensor.to(device)

@@ -784,6 +784,10 @@ def test_threads_keep_warnings_and_the_first_error_in_input_order():
         processor([raw, with_nan, b"not a nifti" * 100], affine=[None, np.eye(4), None])
     with pytest.raises(ValueError, match="is not a NIfTI file"):
         processor([b"not a nifti" * 100, with_nan], affine=[None, np.eye(4)])
+    # an error of the torch steps (caller's thread) before a decoding error (worker thread) of a later input
+    constant = np.ones((6, 7, 8), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"\(input 0\) is constant"):
+        processor([constant, b"not a nifti" * 100], affine=[np.diag([2.0, 2.0, 2.0, 1.0]), None])
 
 
 def test_bad_num_threads_raise():
