@@ -41,9 +41,9 @@ Everything else below is our choice, not the papers':
 - Speed, with the same numbers: a .nii.gz is inflated by python-isal when it is installed (`pip install
   hfmed[fast]`; about twice zlib's speed), else by the standard library's zlib, in one call per gzip member
   straight from the memory-mapped file, and the voxels are read in place from the inflated bytes (scaled by
-  nibabel's `apply_read_scaling`, as `get_fdata` does); the inputs of one call are processed in up to
-  `num_threads` threads (default None: `torch.get_num_threads()`, 1 inside DataLoader workers), with
-  results, warnings and the first error in input order.
+  nibabel's `apply_read_scaling`, as `get_fdata` does); the inputs of one call are decoded in up to
+  `num_threads` threads (default None: `torch.get_num_threads()`, 1 inside DataLoader workers; the torch steps
+  stay in the calling thread), with results, warnings and the first error in input order.
 - Input guards: NIfTI-1 / NIfTI-2 files only (checked by header magic, gzip or not), a single 3-D volume,
   real finite voxels, a non-singular affine, at most `max_voxels` voxels (default 2**26, about 406**3; checked
   on the header before the data are decoded, and again for the resampled grid).
@@ -861,9 +861,10 @@ class SliceCNNImageProcessorKwargs(ImagesKwargs, total=False):
     max_voxels (`int`, *optional*, defaults to `2**26`):
         Larger input volumes, or resampled grids, raise, to guard against huge uploads.
     num_threads (`int`, *optional*, defaults to `None`):
-        The inputs of one call are decoded and transformed in up to this many threads (None: as many as
-        `torch.get_num_threads()`, which is 1 inside DataLoader workers). Results, their order, warnings and
-        errors are those of one-by-one processing. Our choice, not the papers'.
+        The inputs of one call are decoded and reoriented in up to this many threads (None: as many as
+        `torch.get_num_threads()`, which is 1 inside DataLoader workers); the torch steps run in the calling
+        thread. Results, their order, warnings and errors are those of one-by-one processing. Our choice, not
+        the papers'.
     """
 
     do_reorient: bool | None
