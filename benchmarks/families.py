@@ -523,9 +523,13 @@ def _from_pretrained_rows(name, family, model, tmp: Path, settings: Settings) ->
     from safetensors.torch import load_file
     from transformers import ResNetConfig, ResNetModel, ViTConfig, ViTModel
 
+    def shape(module):  # what transformers' per-key work grows with: key count, name length, buffers
+        keys = list(module.state_dict())
+        return len(keys), sum(map(len, keys)) / len(keys), sum(1 for _ in module.buffers())
+
     ours_dir = tmp / "ours"
     model.save_pretrained(ours_dir)
-    ours_keys = len(model.state_dict())
+    ours_keys, ours_len, ours_buffers = shape(model)
     # ViTModel has 16 keys per layer plus 9: pick the depth that matches our key count
     vit_config = ViTConfig(hidden_size=384, num_attention_heads=6, intermediate_size=1536, image_size=224,
                            num_hidden_layers=max(1, round((ours_keys - 9) / 16)))
@@ -540,7 +544,7 @@ def _from_pretrained_rows(name, family, model, tmp: Path, settings: Settings) ->
         native = cls(config)
         native_dir = tmp / f"native_{cls.__name__}"
         native.save_pretrained(native_dir)
-        natives.append((label, cls, native_dir, len(native.state_dict())))
+        natives.append((label, cls, native_dir, *shape(native)))
         del native
     head = family.head_class
 
@@ -554,7 +558,7 @@ def _from_pretrained_rows(name, family, model, tmp: Path, settings: Settings) ->
     gc.freeze()
     try:
         raw_s, _ = interleaved(raw, None, settings)
-        for label, cls, native_dir, native_keys in natives:
+        for label, cls, native_dir, native_keys, native_len, native_buffers in natives:
             timing = interleaved(lambda: head.from_pretrained(ours_dir),
                                  lambda cls=cls, native_dir=native_dir: cls.from_pretrained(native_dir), settings)
             ours_s, native_s = timing
@@ -564,7 +568,8 @@ def _from_pretrained_rows(name, family, model, tmp: Path, settings: Settings) ->
                 name, f"from_pretrained per key ({ours_keys} keys) vs {label.split()[0]}", ours_s / ours_keys,
                 native_s / native_keys, f"transformers {label}, {native_keys} keys", target="<= 1.0x",
                 note=f"raw meta init + safetensors load: {raw_s * 1e3:.0f} ms; from_pretrained {ours_s * 1e3:.0f} ms "
-                     f"= {ours_s / raw_s:.1f}x raw; GC: process objects frozen",
+                     f"= {ours_s / raw_s:.1f}x raw; key names {ours_len:.0f} chars on average, {ours_buffers} "
+                     f"buffers (anchor: {native_len:.0f} chars, {native_buffers} buffers); GC: process objects frozen",
                 extra={"from_pretrained_s": ours_s, "raw_s": raw_s, "native_s": native_s}, spread=spread))
     finally:
         gc.unfreeze()
