@@ -684,6 +684,15 @@ def test_isal_is_the_inflater_and_zlib_gives_the_same_arrays(tmp_path, monkeypat
     np.testing.assert_array_equal(raw.numpy(), expected)
 
 
+def test_without_isal_zlib_inflates(tmp_path, monkeypatch):
+    expected = SliceCNNImageProcessor(**RAW)(noisy_nifti_gz(tmp_path), return_tensors="pt")["pixel_values"]
+    monkeypatch.setitem(sys.modules, "isal", None)
+    monkeypatch.setitem(sys.modules, "isal.isal_zlib", None)
+    assert ips._inflate_module() is ips.zlib
+    out = SliceCNNImageProcessor(**RAW)(noisy_nifti_gz(tmp_path), return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("inflater", ["isal", "zlib"])
 def test_gunzip_matches_gzip_module(inflater, monkeypatch):
     if inflater == "zlib":
