@@ -23,6 +23,7 @@ Our choices, not the paper's (see `LTViTConfig` for the fields):
   over labels; a label value of -1 means "unknown, ignore" (CheXpert's U-Ignore policy).
 """
 
+import contextlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,6 +40,18 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClass
 from .configuration_lt_vit import LTViTConfig
 
 IGNORE_LABEL = -1
+
+
+# Copied from hfmed.models.scopeformer.modeling_scopeformer._skip_init_on_meta
+def _skip_init_on_meta():
+    """No weight init while the model is built on the meta device, as `from_pretrained` builds it.
+
+    Meta tensors hold no values, so the init functions that timm and torch run in their constructors only cost
+    time (timm's `normal_` on a meta tensor goes through torch's Python reference). Weights a checkpoint lacks
+    are initialised after loading by `_init_weights`, as before. Built on a real device (a new model), every
+    init runs unchanged.
+    """
+    return init.no_init_weights() if torch.get_default_device().type == "meta" else contextlib.nullcontext()
 
 
 @dataclass
@@ -272,9 +285,10 @@ class LTViTModel(LTViTPreTrainedModel):
     def __init__(self, config: LTViTConfig):
         super().__init__(config)
         self.config = config
-        self.embeddings = LTViTEmbeddings(config)
-        self.layers = nn.ModuleList(LTViTLayer(config) for _ in range(config.num_hidden_layers))
-        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        with _skip_init_on_meta():
+            self.embeddings = LTViTEmbeddings(config)
+            self.layers = nn.ModuleList(LTViTLayer(config) for _ in range(config.num_hidden_layers))
+            self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.gradient_checkpointing = False
         self.post_init()
 
@@ -382,7 +396,8 @@ class LTViTForImageClassification(LTViTPreTrainedModel):
         super().__init__(config)
         self.lt_vit = LTViTModel(config)
         # One readout shared by every label token (the paper's "Linear(D -> 1) per label token").
-        self.classifier = nn.Linear(config.hidden_size, 1)
+        with _skip_init_on_meta():
+            self.classifier = nn.Linear(config.hidden_size, 1)
         self.post_init()
 
     def forward(
