@@ -513,13 +513,9 @@ def _from_pretrained_rows(name, family, model, tmp: Path, settings: Settings) ->
     transformers' own per-key work grows with a key's length and depth (one regular expression compiled per key
     from its name, one `get_submodule` walk per key) and its per-module work with the module count, so a family of
     CNNs pays more per key than ViTModel for the same loader: the ResNet row measures that loader on such keys.
-    Both are timed with the process's earlier objects frozen out of the garbage collector (`gc.freeze`): a full
-    collection walks every object of the benchmark process (~0.3 s here, every second or third load), and which
-    side's call it lands on is chance, not either loader's work; collections of what the loads themselves
-    allocate still count.
+    Like every row, both are timed with the process's earlier objects frozen out of the garbage collector
+    (`harness.interleaved`): a full collection here lands every second or third load.
     """
-    import gc
-
     from safetensors.torch import load_file
     from transformers import ResNetConfig, ResNetModel, ViTConfig, ViTModel
 
@@ -554,25 +550,20 @@ def _from_pretrained_rows(name, family, model, tmp: Path, settings: Settings) ->
         fresh.load_state_dict(load_file(ours_dir / "model.safetensors"), assign=True, strict=False)
 
     rows = []
-    gc.collect()
-    gc.freeze()
-    try:
-        raw_s, _ = interleaved(raw, None, settings)
-        for label, cls, native_dir, native_keys, native_len, native_buffers in natives:
-            timing = interleaved(lambda: head.from_pretrained(ours_dir),
-                                 lambda cls=cls, native_dir=native_dir: cls.from_pretrained(native_dir), settings)
-            ours_s, native_s = timing
-            per_key = native_keys / ours_keys
-            spread = timing.spread and tuple(r * per_key for r in timing.spread)
-            rows.append(Row(
-                name, f"from_pretrained per key ({ours_keys} keys) vs {label.split()[0]}", ours_s / ours_keys,
-                native_s / native_keys, f"transformers {label}, {native_keys} keys", target="<= 1.0x",
-                note=f"raw meta init + safetensors load: {raw_s * 1e3:.0f} ms; from_pretrained {ours_s * 1e3:.0f} ms "
-                     f"= {ours_s / raw_s:.1f}x raw; key names {ours_len:.0f} chars on average, {ours_buffers} "
-                     f"buffers (anchor: {native_len:.0f} chars, {native_buffers} buffers); GC: process objects frozen",
-                extra={"from_pretrained_s": ours_s, "raw_s": raw_s, "native_s": native_s}, spread=spread))
-    finally:
-        gc.unfreeze()
+    raw_s, _ = interleaved(raw, None, settings)
+    for label, cls, native_dir, native_keys, native_len, native_buffers in natives:
+        timing = interleaved(lambda: head.from_pretrained(ours_dir),
+                             lambda cls=cls, native_dir=native_dir: cls.from_pretrained(native_dir), settings)
+        ours_s, native_s = timing
+        per_key = native_keys / ours_keys
+        spread = timing.spread and tuple(r * per_key for r in timing.spread)
+        rows.append(Row(
+            name, f"from_pretrained per key ({ours_keys} keys) vs {label.split()[0]}", ours_s / ours_keys,
+            native_s / native_keys, f"transformers {label}, {native_keys} keys", target="<= 1.0x",
+            note=f"raw meta init + safetensors load: {raw_s * 1e3:.0f} ms; from_pretrained {ours_s * 1e3:.0f} ms "
+                 f"= {ours_s / raw_s:.1f}x raw; key names {ours_len:.0f} chars on average, {ours_buffers} "
+                 f"buffers (anchor: {native_len:.0f} chars, {native_buffers} buffers)",
+            extra={"from_pretrained_s": ours_s, "raw_s": raw_s, "native_s": native_s}, spread=spread))
     return rows
 
 
