@@ -126,19 +126,16 @@ def make_dataset_dict(
     """
     table = table.cast(features.arrow_schema)
     output = {}
-    num_patients = None
     for code, name in enumerate(SPLITS):
         fraction = requested.get(name)
         if name == "test" and not fraction:
             continue
         indices = np.flatnonzero(assignment == code)
         if len(indices) == 0 and (name == "train" or fraction):
-            if num_patients is None and "patient_id" in table.column_names:
-                num_patients = len(pc.unique(table.column("patient_id")))
-            raise ValueError(
-                f"the {name} split is empty: {len(table)} rows from {num_patients} patients split with "
-                f"fractions {requested}; {empty_hint}"
-            )
+            rows = f"{len(table)} rows"
+            if "patient_id" in table.column_names:
+                rows += f" from {len(pc.unique(table.column('patient_id')))} patients"
+            raise ValueError(f"the {name} split is empty: {rows} split with fractions {requested}; {empty_hint}")
         part = table.take(pa.array(indices, type=pa.int64())).combine_chunks()
         output[name] = Dataset(
             InMemoryTable(part),

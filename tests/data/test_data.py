@@ -642,3 +642,21 @@ def test_carve_validation_is_group_wise_warns_without_groups_and_rejects_an_empt
         carve_validation(rows, [str(i) for i in range(40)], False, "patient", 0.5, 0, "org/set")
     with pytest.raises(ValueError, match=r"carved from 'org/set' \(val_fraction=1e-06\) is empty"):
         carve_validation(rows, rows["group_id"], True, "patient", 1e-6, 0, "org/set")
+
+
+def test_an_empty_split_error_counts_rows_and_only_counts_patients_when_there_are_any():
+    import pyarrow as pa
+    from datasets import Features, Value
+
+    from hfmed.data.splits import make_dataset_dict
+
+    features = Features({"path": Value("string")})
+    table = pa.table({"path": ["a.png", "b.png", "c.png"]})
+    everything_in_train = np.zeros(3, dtype=np.int64)
+    with pytest.raises(ValueError, match=r"^the validation split is empty: 3 rows split with fractions") as error:
+        make_dataset_dict(table, features, everything_in_train, {"validation": 0.1}, "f", "d")
+    assert "patients" not in str(error.value) and "None" not in str(error.value)
+    features = Features({"path": Value("string"), "patient_id": Value("string")})
+    table = pa.table({"path": ["a.png", "b.png", "c.png"], "patient_id": ["p1", "p1", "p2"]})
+    with pytest.raises(ValueError, match=r"^the validation split is empty: 3 rows from 2 patients split with"):
+        make_dataset_dict(table, features, everything_in_train, {"validation": 0.1}, "f", "d")
