@@ -597,7 +597,7 @@ def finish(run: Run) -> Path:
     run.progress.close()
     best_eval = run.best_eval
     if best_eval is None:  # resumed after the best epoch: re-evaluate the saved best model
-        best_eval = _evaluate_saved(output_dir / "model", run.eval_loader, accelerator, run.task)
+        best_eval = _evaluate_saved(output_dir / "model", run.eval_loader, accelerator, run.task, run.policy)
     splits = evaluate_splits(
         output_dir / "model", run.data, accelerator, run.recipe.training.eval_batch_size, run.policy
     )  # every process: the loaders are sharded
@@ -637,10 +637,11 @@ def _end(run: Run) -> Path:
     return run.output_dir
 
 
-def _evaluate_saved(folder: Path, eval_loader, accelerator, task: Task):
+def _evaluate_saved(folder: Path, eval_loader, accelerator, task: Task, policy: TrainingPolicy | None = None):
     model = accelerator.prepare(load_model(folder))
     kept: list = []
-    _, scores, labels = evaluate_model(model, eval_loader, accelerator, task, kept_inputs=kept)
+    # the run's policy: its batch preparation (DIAMANT's cached attention maps) serves this evaluation too
+    _, scores, labels = evaluate_model(model, eval_loader, accelerator, task, policy, kept_inputs=kept)
     return scores, labels, _first_inputs(kept, task.keep_inputs)
 
 

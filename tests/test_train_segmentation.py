@@ -150,3 +150,17 @@ def test_a_resumed_run_re_evaluates_the_saved_model_with_its_kept_inputs(run_dir
     assert task.metrics(config, scores, labels, ["background", "foreground"])["mean_dice"] == pytest.approx(
         best["mean_dice"]
     )
+    # the run's policy prepares every batch of that evaluation too (DIAMANT's cached attention maps)
+    from hfmed.policy import TrainingPolicy
+
+    class Counting(TrainingPolicy):
+        calls = 0
+
+        def prepare_batch(self, model, batch):
+            self.calls += 1
+            return batch
+
+    policy = Counting()
+    again, _, _ = _evaluate_saved(run_dir / "model", loader, Accelerator(cpu=True), task, policy)
+    assert policy.calls == len(loader)
+    np.testing.assert_array_equal(again, scores)
