@@ -66,9 +66,10 @@ def data_path_at_scale(settings: Settings) -> list[Row]:
             optimizer.zero_grad(set_to_none=True)
 
         # one batch of 8 decoded + augmented examples against one training step on 8, alternately
+        # (a fixed number of rounds: the loader holds count // 8 batches)
         rounds = min(settings.rounds, count // 8 - settings.warmup)
         data_s, step_s = interleaved(lambda: next(batches), step,
-                                     Settings(**{**settings.__dict__, "rounds": rounds}))
+                                     Settings(**{**settings.__dict__, "rounds": rounds, "min_seconds": 0.0}))
         data_rate, model_rate = 8 / data_s, 8 / step_s
     return [
         Row("data", f"RSNA index, {NUM_IMAGES:,} images (4.5M CSV rows)", index_s, None, unit="s",
