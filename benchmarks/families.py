@@ -380,12 +380,40 @@ MOVL_NOTES = (
     "to the pixels, the probe one linear layer). The training step of the joint stage costs more than the anchor's "
     "linear probe because the visual prompt is an input: its gradient needs the full backward through the frozen "
     "backbone's activations (no weight gradients), where a linear probe on a frozen backbone needs none. That is "
-    "the method's price for a visual prompt, not overhead."
+    "the method's price for a visual prompt, not overhead.\n\n"
+    "**MoVL in the training loop.** Its demo has the smallest step of the five (~7 ms), so fixed per-step costs "
+    "show most here. hfmed's own loop unwraps the model and lists its parameters once per run (they were ~0.5 ms "
+    "a step before: `accelerator.unwrap_model` walks every module and looks up installed packages). What remains, "
+    "~0.3 ms a step in a profile, is Accelerate's wrappers: `AcceleratedOptimizer.step` looks up the optional "
+    "`lomo_optim` package twice per call (an uncached `importlib` search of `sys.path`), its `zero_grad` inspects "
+    "the optimizer's signature, `clip_grad_norm_` checks for DTensors. hfmed keeps those wrappers (they carry "
+    "mixed precision, gradient accumulation, FSDP and DeepSpeed); on the other demos' 20-120 ms steps they are "
+    "under 2 %."
+)
+
+LT_VIT_NOTES = (
+    "**LT-ViT against timm.** The 14 label tokens join the last 4 of 12 blocks: 211 tokens there instead of 197, "
+    "and the label queries attend to every key. Counted, that is 2.4 % more FLOPs than timm's forward (the forward "
+    "row's note): the floor for this ratio. The label blocks run the image queries unmasked through the fused "
+    "attention kernel on image keys only and the 14 label queries in a second, small call, writing both straight "
+    "into the projection's input; what the row measures beyond the FLOP ratio is within the spread of the noise "
+    "row (the same model against itself) on this machine."
+)
+
+SCOPEFORMER_NOTES = (
+    "**Scopeformer's from_pretrained.** Per key it is a little slower than ViTModel and faster than transformers' "
+    "own ResNetModel with as many keys. transformers' loader does work per key that grows with the key's name "
+    "(a regular expression compiled from it, a `get_submodule` walk along it) and per buffer: Scopeformer's four "
+    "timm CNNs give 73-character names on average against ViTModel's 30, and 798 BatchNorm buffers against none "
+    "(the rows' notes). Building the model on the meta device now skips weight init (timm's init on meta tensors "
+    "went through torch's Python reference code), so our own part is smaller than ViTModel's; shortening the key "
+    "names would break existing checkpoints."
 )
 
 BENCHES: dict[str, FamilyBench] = {
-    "scopeformer": FamilyBench(_scopeformer_config, _image_inputs, _scopeformer_anchor, _scopeformer_preprocess),
-    "lt_vit": FamilyBench(_lt_vit_config, _image_inputs, _lt_vit_anchor, _lt_vit_preprocess),
+    "scopeformer": FamilyBench(_scopeformer_config, _image_inputs, _scopeformer_anchor, _scopeformer_preprocess,
+                               notes=SCOPEFORMER_NOTES),
+    "lt_vit": FamilyBench(_lt_vit_config, _image_inputs, _lt_vit_anchor, _lt_vit_preprocess, notes=LT_VIT_NOTES),
     "slice_cnn": FamilyBench(
         _slice_cnn_config, _volume_inputs, _slice_cnn_anchor, _slice_cnn_preprocess, batch=2,
         gemm_note="2 volumes = 182 ResNet-18 slices of 109x91: convolutions on small maps, not large GEMMs",
