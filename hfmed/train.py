@@ -640,7 +640,7 @@ def _end(run: Run) -> Path:
 def _evaluate_saved(folder: Path, eval_loader, accelerator, task: Task, policy: TrainingPolicy | None = None):
     model = accelerator.prepare(load_model(folder))
     kept: list = []
-    # the run's policy: its batch preparation (DIAMANT's cached attention maps) serves this evaluation too
+    # the run's policy: its batch preparation (a cache of a frozen part's outputs) serves this evaluation too
     _, scores, labels = evaluate_model(model, eval_loader, accelerator, task, policy, kept_inputs=kept)
     return scores, labels, _first_inputs(kept, task.keep_inputs)
 
