@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from hfmed.recipe import load_recipe
-from hfmed.train import parameter_groups, train
+from hfmed.train import StepCalls, parameter_groups, prepare, train, train_one_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "configs" / "scopeformer-efficient-demo.yaml"
@@ -103,6 +103,32 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, data_root):
     history_a = json.loads((full / "metrics.json").read_text())["history"]
     history_b = json.loads((resumed / "metrics.json").read_text())["history"]
     assert history_a == history_b
+
+
+def test_the_plain_step_calls_equal_accelerates_wrappers_bit_for_bit(tmp_path, data_root):
+    # Accumulation 2 (a step without an optimizer step, then one with) and a clip norm small enough to clip.
+    extra = {"training.gradient_accumulation_steps": 2, "training.max_grad_norm": 0.05, "training.epochs": 2}
+    ends = {}
+    for plain in (True, False):
+        run = prepare(load_recipe(DEMO, tiny_overrides(tmp_path / str(plain), data_root, **extra)))
+        assert run.step_calls.plain  # a one-process CPU run with Adam: the wrappers are pass-through
+        run.step_calls.plain = plain
+        before = {k: v.clone() for k, v in run.unwrapped.state_dict().items()}
+        for epoch in range(2):
+            train_one_epoch(run, epoch)
+        run.accelerator.end_training()
+        ends[plain] = run.unwrapped.state_dict()
+        assert any(not torch.equal(before[k], ends[plain][k]) for k in before)  # it trained
+    assert all(torch.equal(ends[True][k], ends[False][k]) for k in ends[True])
+
+
+def test_step_calls_go_through_accelerate_for_an_optimizer_it_may_special_case():
+    from accelerate import Accelerator
+
+    model = torch.nn.Linear(2, 2)
+    accelerator = Accelerator(cpu=True)
+    for optimizer, plain in ((torch.optim.AdamW(model.parameters()), True), (torch.optim.SGD(model.parameters()), False)):
+        assert StepCalls(accelerator, accelerator.prepare(optimizer)).plain is plain
 
 
 def test_parameter_groups_skip_frozen_and_decay_only_weights():
