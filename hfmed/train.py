@@ -502,7 +502,7 @@ class StepCalls:
     Accelerate's wrappers (`Accelerator.backward` / `clip_grad_norm_`, `AcceleratedOptimizer`) serve DeepSpeed,
     FSDP, XLA, Megatron, LOMO and fp16 loss scaling. Without those they reduce to the torch calls, plus checks
     repeated every step (two installed-package lookups in `AcceleratedOptimizer.step`, a signature inspection in
-    `zero_grad`, a DTensor scan of every gradient in clipping): ~0.4 ms, 6 % of the MoVL demo's 7 ms step. So a
+    `zero_grad`, a DTensor scan of every gradient in clipping): ~0.4 ms, 6 % of a 7 ms demo step. So a
     run whose wrappers are pass-through (`plain`) makes the torch calls; any other run goes through Accelerate.
     Both give bit-identical weights (tests/test_train.py)."""
 

@@ -16,8 +16,9 @@ Our choices, not the paper's (see `LTViTConfig` for the fields):
 - The label tokens (truncated normal, no position embedding) are appended at the input of the last
   `num_label_blocks` blocks. In those blocks image queries attend to image keys only, label queries attend to
   image and label keys: the image tokens are exactly those of the source ViT, whatever the label tokens hold.
-  One fused `scaled_dot_product_attention` call with a boolean mask; explicit softmax only when attention
-  weights are asked for.
+  Two fused `scaled_dot_product_attention` calls (image queries over image keys, label queries over every
+  key) instead of one masked call; explicit softmax only when attention weights are asked for. The
+  classification head reads only the label tokens, so its last block computes only theirs (`labels_only`).
 - Readout: the final LayerNorm on every token, then one `Linear(D, 1)` shared by all label tokens.
 - Loss: binary cross-entropy with logits, averaged per label over its known entries, then a weighted mean
   over labels; a label value of -1 means "unknown, ignore" (CheXpert's U-Ignore policy).
@@ -138,9 +139,16 @@ class LTViTSelfAttention(nn.Module):
         self.attention_dropout = config.attention_probs_dropout_prob
         self.proj_dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, hidden_states: torch.Tensor, num_image_tokens: int | None = None, eager: bool = False):
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        num_image_tokens: int | None = None,
+        eager: bool = False,
+        labels_only: bool = False,
+    ):
         """`num_image_tokens`: in a label block, how many leading tokens are image tokens (they never attend
-        to the label tokens after them); `None` elsewhere (plain self-attention)."""
+        to the label tokens after them); `None` elsewhere (plain self-attention). `labels_only` (label blocks):
+        return the label tokens' outputs only, `(batch, labels, width)`, and their weights `(.., labels, T)`."""
         batch, length, width = hidden_states.shape
         qkv = (
             self.qkv(hidden_states)
@@ -150,6 +158,16 @@ class LTViTSelfAttention(nn.Module):
         query, key, value = qkv.unbind(0)
         dropout = self.attention_dropout if self.training else 0.0
         weights = None
+        if labels_only:
+            # Label queries see every key: no mask. Keys and values still come from every token.
+            query = query[:, :, num_image_tokens:]
+            if eager:
+                weights = ((query @ key.transpose(-2, -1)) / math.sqrt(self.head_dim)).softmax(dim=-1)
+                context = F.dropout(weights, p=dropout, training=self.training) @ value
+            else:
+                context = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout)
+            context = context.transpose(1, 2).reshape(batch, length - num_image_tokens, width)
+            return self.proj_dropout(self.proj(context)), weights
         if eager:
             scores = (query @ key.transpose(-2, -1)) / math.sqrt(self.head_dim)
             if num_image_tokens is not None:
@@ -201,8 +219,17 @@ class LTViTLayer(GradientCheckpointingLayer):
         self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = LTViTMLP(config)
 
-    def forward(self, hidden_states: torch.Tensor, num_image_tokens: int | None = None, eager: bool = False):
-        attended, weights = self.attention(self.norm1(hidden_states), num_image_tokens, eager)
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        num_image_tokens: int | None = None,
+        eager: bool = False,
+        labels_only: bool = False,
+    ):
+        """`labels_only` (a label block): the label tokens' outputs only; the image tokens' are not computed."""
+        attended, weights = self.attention(self.norm1(hidden_states), num_image_tokens, eager, labels_only)
+        if labels_only:
+            hidden_states = hidden_states[:, num_image_tokens:]
         hidden_states = hidden_states + attended
         hidden_states = hidden_states + self.mlp(self.norm2(hidden_states))
         return hidden_states, weights
@@ -299,6 +326,7 @@ class LTViTModel(LTViTPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_label_attentions: bool | None = None,
         return_dict: bool | None = None,
+        labels_only: bool = False,
     ) -> LTViTModelOutput | tuple:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, image_size, image_size)`):
@@ -306,6 +334,10 @@ class LTViTModel(LTViTPreTrainedModel):
         output_label_attentions (`bool`, *optional*):
             Return `label_attentions`, the label-token -> patch maps `(batch_size, num_labels, grid, grid)`.
             Only the label blocks then run the explicit-softmax attention.
+        labels_only (`bool`, *optional*, defaults to `False`):
+            Only the label tokens are read (the classification head): `last_hidden_state` and `pooler_output`
+            are `None`, and the last block computes the label tokens' outputs only (~6 % of a ViT-S/16
+            forward saved), unless `output_hidden_states` or `output_attentions` asks for the image tokens'.
         """
         config = self.config
         output_attentions = output_attentions if output_attentions is not None else config.output_attentions
@@ -319,6 +351,8 @@ class LTViTModel(LTViTPreTrainedModel):
         hidden_states = self.embeddings(pixel_values)
         num_image = hidden_states.shape[1]
         first_label_block = config.first_label_block
+        last = len(self.layers) - 1
+        labels_only = labels_only and not (output_hidden_states or output_attentions)
 
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
@@ -329,19 +363,26 @@ class LTViTModel(LTViTPreTrainedModel):
                 labels = self.embeddings.label_tokens.expand(hidden_states.shape[0], -1, -1)
                 hidden_states = torch.cat([hidden_states, labels.to(hidden_states.dtype)], dim=1)
             eager = output_attentions or (output_label_attentions and in_label_blocks)
-            hidden_states, weights = layer(hidden_states, num_image if in_label_blocks else None, eager)
+            hidden_states, weights = layer(
+                hidden_states, num_image if in_label_blocks else None, eager, labels_only and index == last
+            )
             if output_hidden_states:
                 all_hidden_states += (hidden_states[:, :num_image],)
             if output_attentions:
                 all_attentions += (weights,)
             if output_label_attentions and in_label_blocks:
                 # label queries -> patch keys (CLS at key 0 and the label keys dropped), mean over heads
-                label_maps.append(weights[:, :, num_image:, 1:num_image].mean(dim=1))
+                # (the last rows are the label queries, whether or not the image queries were computed)
+                label_maps.append(weights[:, :, -config.num_labels :, 1:num_image].mean(dim=1))
 
         hidden_states = self.layernorm(hidden_states)
-        last_hidden_state = hidden_states[:, :num_image]
-        label_hidden_states = hidden_states[:, num_image:]
-        pooled = last_hidden_state[:, 0]
+        if labels_only:
+            last_hidden_state = pooled = None
+            label_hidden_states = hidden_states
+        else:
+            last_hidden_state = hidden_states[:, :num_image]
+            label_hidden_states = hidden_states[:, num_image:]
+            pooled = last_hidden_state[:, 0]
 
         label_attentions = None
         if output_label_attentions:
@@ -427,6 +468,7 @@ class LTViTForImageClassification(LTViTPreTrainedModel):
             output_hidden_states=output_hidden_states,
             output_label_attentions=output_label_attentions,
             return_dict=True,
+            labels_only=True,
         )
         # The shared Linear(D, 1), written as multiply-and-sum: a (.., D) x (D, 1) GEMV's rounding depends on
         # the weight's memory alignment (safetensors maps it unaligned), so a reloaded model would differ in

@@ -255,6 +255,31 @@ def test_sdpa_with_mask_equals_eager_and_masked_weights_are_zero(num_label_block
             assert torch.all(weights[:, :, num_image:, num_image:] > 0)
 
 
+@pytest.mark.parametrize("num_label_blocks", [1, 2])
+def test_the_heads_labels_only_last_block_equals_the_full_forward(num_label_blocks):
+    # The head computes only the label tokens in its last block; the full forward (hidden states asked for)
+    # computes every token. Same logits, label maps and gradients.
+    config = lt_vit_config("lt-vit-tiny", num_label_blocks=num_label_blocks, hidden_dropout_prob=0.0)
+    model = LTViTForImageClassification(config)
+    x, labels = torch.randn(3, 3, 32, 32), torch.randint(0, 2, (3, config.num_labels)).float()
+    with torch.no_grad():
+        base = model.lt_vit(x, labels_only=True)
+        assert base.last_hidden_state is None and base.pooler_output is None
+        assert base.label_hidden_states.shape == (3, config.num_labels, config.hidden_size)
+        short = model.eval()(x, output_label_attentions=True)
+        full = model(x, output_label_attentions=True, output_hidden_states=True)
+    torch.testing.assert_close(short.logits, full.logits, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(short.label_attentions, full.label_attentions, atol=1e-6, rtol=1e-6)
+    gradients = []
+    for hidden in (False, True):
+        model.zero_grad()
+        model.train()(x, labels=labels, output_hidden_states=hidden).loss.backward()
+        gradients.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert gradients[0].keys() == gradients[1].keys() and len(gradients[0]) == len(list(model.parameters()))
+    for name in gradients[0]:
+        torch.testing.assert_close(gradients[0][name], gradients[1][name], atol=1e-6, rtol=1e-5)
+
+
 def test_label_attentions_shape_and_normalisation():
     config = lt_vit_config("lt-vit-tiny", num_label_blocks=2)
     model = LTViTForImageClassification(config).eval()
