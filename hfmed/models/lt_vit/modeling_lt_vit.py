@@ -145,10 +145,13 @@ class LTViTSelfAttention(nn.Module):
         num_image_tokens: int | None = None,
         eager: bool = False,
         labels_only: bool = False,
+        label_weights: bool = False,
     ):
         """`num_image_tokens`: in a label block, how many leading tokens are image tokens (they never attend
-        to the label tokens after them); `None` elsewhere (plain self-attention). `labels_only` (label blocks):
-        return the label tokens' outputs only, `(batch, labels, width)`, and their weights `(.., labels, T)`."""
+        to the label tokens after them); `None` elsewhere (plain self-attention). `eager`: explicit softmax,
+        returning every query's weights `(batch, heads, T, T)`. In a label block: `label_weights` returns the
+        label queries' weights `(batch, heads, labels, T)` only (the image queries stay on the fused kernel);
+        `labels_only` returns the label tokens' outputs only, `(batch, labels, width)`."""
         batch, length, width = hidden_states.shape
         qkv = (
             self.qkv(hidden_states)
@@ -157,43 +160,38 @@ class LTViTSelfAttention(nn.Module):
         )
         query, key, value = qkv.unbind(0)
         dropout = self.attention_dropout if self.training else 0.0
-        weights = None
-        if labels_only:
-            # Label queries see every key: no mask. Keys and values still come from every token.
-            query = query[:, :, num_image_tokens:]
-            if eager:
-                weights = ((query @ key.transpose(-2, -1)) / math.sqrt(self.head_dim)).softmax(dim=-1)
-                context = F.dropout(weights, p=dropout, training=self.training) @ value
-            else:
-                context = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout)
-            context = context.transpose(1, 2).reshape(batch, length - num_image_tokens, width)
-            return self.proj_dropout(self.proj(context)), weights
-        if eager:
+        if eager and not labels_only:
             scores = (query @ key.transpose(-2, -1)) / math.sqrt(self.head_dim)
             if num_image_tokens is not None:
                 mask = label_token_attention_mask(num_image_tokens, length - num_image_tokens, scores.device)
                 scores = scores.masked_fill(~mask, float("-inf"))
             weights = scores.softmax(dim=-1)
             context = F.dropout(weights, p=dropout, training=self.training) @ value
-        elif num_image_tokens is None:
+            return self.proj_dropout(self.proj(context.transpose(1, 2).reshape(batch, length, width))), weights
+        if num_image_tokens is None:
             context = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout)
+            return self.proj_dropout(self.proj(context.transpose(1, 2).reshape(batch, length, width))), None
+        # Label blocks: image queries attend to image keys only, so the image part runs unmasked through the
+        # fused kernel and the label queries (which see every key, no mask) in a second, small call: the same
+        # result as one masked call, without materialising a mask over the whole sequence.
+        n = num_image_tokens
+        weights = None
+        if eager or label_weights:
+            weights = ((query[:, :, n:] @ key.transpose(-2, -1)) / math.sqrt(self.head_dim)).softmax(dim=-1)
+            labels = F.dropout(weights, p=dropout, training=self.training) @ value
         else:
-            # Label blocks: image queries attend to image keys only, so the image part runs unmasked through
-            # the fused kernel and the label queries (which see every key) in a second, small call: the same
-            # result as one masked call, without materialising a mask over the whole sequence.
-            # Both results are written straight into the (batch, tokens, heads, head_dim) layout the projection
-            # reads: one copy each, where concatenating them first would copy the whole context twice.
-            n = num_image_tokens
-            image = F.scaled_dot_product_attention(
-                query[:, :, :n], key[:, :, :n], value[:, :, :n], dropout_p=dropout
-            )
             labels = F.scaled_dot_product_attention(query[:, :, n:], key, value, dropout_p=dropout)
-            context = image.new_empty(batch, length, self.num_heads, self.head_dim)
-            context[:, :n] = image.transpose(1, 2)
-            context[:, n:] = labels.transpose(1, 2)
-            return self.proj_dropout(self.proj(context.view(batch, length, width))), weights
-        context = context.transpose(1, 2).reshape(batch, length, width)
-        return self.proj_dropout(self.proj(context)), weights
+        if labels_only:
+            # Nothing reads the image tokens' outputs: only the label queries' context is projected.
+            context = labels.transpose(1, 2).reshape(batch, length - n, width)
+            return self.proj_dropout(self.proj(context)), weights
+        image = F.scaled_dot_product_attention(query[:, :, :n], key[:, :, :n], value[:, :, :n], dropout_p=dropout)
+        # Both results are written straight into the (batch, tokens, heads, head_dim) layout the projection
+        # reads: one copy each, where concatenating them first would copy the whole context twice.
+        context = image.new_empty(batch, length, self.num_heads, self.head_dim)
+        context[:, :n] = image.transpose(1, 2)
+        context[:, n:] = labels.transpose(1, 2)
+        return self.proj_dropout(self.proj(context.view(batch, length, width))), weights
 
 
 class LTViTMLP(nn.Module):
@@ -225,9 +223,13 @@ class LTViTLayer(GradientCheckpointingLayer):
         num_image_tokens: int | None = None,
         eager: bool = False,
         labels_only: bool = False,
+        label_weights: bool = False,
     ):
-        """`labels_only` (a label block): the label tokens' outputs only; the image tokens' are not computed."""
-        attended, weights = self.attention(self.norm1(hidden_states), num_image_tokens, eager, labels_only)
+        """`labels_only` (a label block): the label tokens' outputs only; the image tokens' are not computed.
+        `eager` / `label_weights`: every query's / the label queries' attention weights (`LTViTSelfAttention`)."""
+        attended, weights = self.attention(
+            self.norm1(hidden_states), num_image_tokens, eager, labels_only, label_weights
+        )
         if labels_only:
             hidden_states = hidden_states[:, num_image_tokens:]
         hidden_states = hidden_states + attended
@@ -333,7 +335,7 @@ class LTViTModel(LTViTPreTrainedModel):
             Normalised images, e.g. from `LTViTImageProcessor`.
         output_label_attentions (`bool`, *optional*):
             Return `label_attentions`, the label-token -> patch maps `(batch_size, num_labels, grid, grid)`.
-            Only the label blocks then run the explicit-softmax attention.
+            Only the label queries of the label blocks then run the explicit-softmax attention.
         labels_only (`bool`, *optional*, defaults to `False`):
             Only the label tokens are read (the classification head): `last_hidden_state` and `pooler_output`
             are `None`, and the last block computes the label tokens' outputs only (~6 % of a ViT-S/16
@@ -362,9 +364,12 @@ class LTViTModel(LTViTPreTrainedModel):
             if index == first_label_block:
                 labels = self.embeddings.label_tokens.expand(hidden_states.shape[0], -1, -1)
                 hidden_states = torch.cat([hidden_states, labels.to(hidden_states.dtype)], dim=1)
-            eager = output_attentions or (output_label_attentions and in_label_blocks)
             hidden_states, weights = layer(
-                hidden_states, num_image if in_label_blocks else None, eager, labels_only and index == last
+                hidden_states,
+                num_image if in_label_blocks else None,
+                output_attentions,
+                labels_only and index == last,
+                output_label_attentions and in_label_blocks,
             )
             if output_hidden_states:
                 all_hidden_states += (hidden_states[:, :num_image],)

@@ -256,9 +256,10 @@ def test_sdpa_with_mask_equals_eager_and_masked_weights_are_zero(num_label_block
 
 
 @pytest.mark.parametrize("num_label_blocks", [1, 2])
-def test_the_heads_labels_only_last_block_equals_the_full_forward(num_label_blocks):
-    # The head computes only the label tokens in its last block; the full forward (hidden states asked for)
-    # computes every token. Same logits, label maps and gradients.
+def test_the_heads_label_only_paths_equal_the_full_forward(num_label_blocks):
+    # The head computes only the label tokens in its last block, and label maps from the label queries' weights
+    # only; the full forward (hidden states / every attention asked for) computes every token and weight.
+    # Same logits, label maps and gradients.
     config = lt_vit_config("lt-vit-tiny", num_label_blocks=num_label_blocks, hidden_dropout_prob=0.0)
     model = LTViTForImageClassification(config)
     x, labels = torch.randn(3, 3, 32, 32), torch.randint(0, 2, (3, config.num_labels)).float()
@@ -268,8 +269,10 @@ def test_the_heads_labels_only_last_block_equals_the_full_forward(num_label_bloc
         assert base.label_hidden_states.shape == (3, config.num_labels, config.hidden_size)
         short = model.eval()(x, output_label_attentions=True)
         full = model(x, output_label_attentions=True, output_hidden_states=True)
+        eager = model(x, output_label_attentions=True, output_attentions=True)  # every query's weights
     torch.testing.assert_close(short.logits, full.logits, atol=1e-6, rtol=1e-6)
-    torch.testing.assert_close(short.label_attentions, full.label_attentions, atol=1e-6, rtol=1e-6)
+    for other in (full, eager):
+        torch.testing.assert_close(short.label_attentions, other.label_attentions, atol=1e-6, rtol=1e-6)
     gradients = []
     for hidden in (False, True):
         model.zero_grad()
