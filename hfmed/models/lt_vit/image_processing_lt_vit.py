@@ -100,7 +100,7 @@ def _check_num_threads(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(
             f"num_threads must be a positive int or None (as many as torch.get_num_threads()), got {value!r}: "
-            "e.g. num_threads=1 to decode the inputs one after another"
+            "e.g. num_threads=1 to read the inputs one after another"
         )
     return int(value)
 
