@@ -147,20 +147,14 @@ def throughput_vs_batch(settings: Settings) -> list:
     """Eval images (volumes) per second against the batch size, ours and the anchor: one plot per family."""
     from hfmed.registry import FAMILIES
 
-    from .families import BENCHES
+    from .families import BENCHES, build
 
     figures = []
     for name, family in FAMILIES.items():
         if family.pending or (settings.families and name not in settings.families):
             continue
         spec = BENCHES[name]
-        config = spec.config()
-        torch.manual_seed(0)
-        model = family.head_class(config).to(settings.device).eval()
-        if spec.prepare is not None:
-            spec.prepare(model, config)
-        anchor_name, anchor_eval, anchor_module, _ = spec.anchor(config)
-        anchor_module.to(settings.device).eval()
+        config, model, anchor_name, anchor_eval, _, _ = build(name, settings)
         series = {"ours": [], f"anchor: {anchor_name}": []}
         batches = [b for b in (1, 2, 4, 8) if b <= spec.batch * (1 if settings.quick else 2)]
         for batch in batches:
