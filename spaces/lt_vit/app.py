@@ -437,13 +437,13 @@ def _check_threshold(threshold, path: Path) -> float:
     return value
 
 
-def predict(file_path: str | os.PathLike | None, threshold: float | None = None):
+def predict(file_path: str | os.PathLike | None, threshold: float | str | None = None):
     """Classifies one chest X-ray.
 
     Args:
         file_path: a PNG or JPEG (8/16-bit grey or RGB), or a DICOM file (Modality CR, DX or DR).
-        threshold: one probability threshold for every label; None (or empty) uses the model's per-label
-            validation thresholds (`config.label_thresholds`) when it has them, else 0.5.
+        threshold: one probability threshold for every label (a number, or its text: "0.3"); None or empty text
+            uses the model's per-label validation thresholds (`config.label_thresholds`) when it has them, else 0.5.
 
     Returns:
         `(probabilities, overlays, findings)`: the probability of every label, the per-label attention overlays
@@ -463,12 +463,12 @@ def predict(file_path: str | os.PathLike | None, threshold: float | None = None)
 
 
 @functools.wraps(predict)
-def serve_predict(file_path: str | os.PathLike | None, threshold: float | None = None):
+def serve_predict(file_path: str | os.PathLike | None, threshold: float | str | None = None):
     probabilities, gallery, text = predict(file_path, threshold)
     return probabilities, publish_images(gallery), text
 
 
-def _predict(path: Path, threshold: float | None):
+def _predict(path: Path, threshold: float | str | None):
     if not path.is_file():
         raise _error(
             f"{path.name} is no longer on the server (uploads are deleted after each answer): "
@@ -553,12 +553,12 @@ def _cleared():
 
 def _threshold_input(config):
     if label_thresholds(config):
-        # Empty (None) means: each label against its own validation threshold; a number overrides them all.
-        return gr.Number(
-            value=None,
-            minimum=0.0,
-            maximum=1.0,
-            step=0.01,
+        # Empty means: each label against its own validation threshold; a number overrides them all. A text box,
+        # not gr.Number: Gradio's number box shows and sends 0 for an empty (None) value.
+        return gr.Textbox(
+            value="",
+            placeholder="empty: each label's validation threshold; or a number in [0, 1]",
+            max_lines=1,
             label="Threshold for every label (empty: the per-label validation thresholds)",
             info="A finding is listed when its probability is at or above its threshold",
         )

@@ -514,14 +514,15 @@ def backbone_views(model, pixel_values: torch.Tensor) -> list[tuple[Image.Image,
     ]
 
 
-def predict(file_path: str | os.PathLike | None, threshold: float | None = None):
+def predict(file_path: str | os.PathLike | None, threshold: float | str | None = None):
     """Classifies one image and shows what the frozen backbone sees.
 
     Args:
         file_path: a PNG or JPEG (8/16-bit grey or RGB), or a DICOM file.
         threshold: single-label models: the top class is named when its probability is at or above it;
-            multi-label models: a label is listed at or above it. None (or empty): the multi-label model's
-            per-label validation thresholds (`config.label_thresholds`) when it has them, else 0.5.
+            multi-label models: a label is listed at or above it. A number, or its text ("0.3"). None or empty
+            text: the multi-label model's per-label validation thresholds (`config.label_thresholds`) when it
+            has them, else 0.5.
 
     Returns:
         `(probabilities, pictures, answer)`: the probability of every class (softmax; sigmoid per label for a
@@ -540,12 +541,12 @@ def predict(file_path: str | os.PathLike | None, threshold: float | None = None)
 
 
 @functools.wraps(predict)
-def serve_predict(file_path: str | os.PathLike | None, threshold: float | None = None):
+def serve_predict(file_path: str | os.PathLike | None, threshold: float | str | None = None):
     probabilities, pictures, text = predict(file_path, threshold)
     return probabilities, publish_images(pictures), text
 
 
-def _predict(path: Path, threshold: float | None):
+def _predict(path: Path, threshold: float | str | None):
     if not path.is_file():
         raise _error(
             f"{path.name} is no longer on the server (uploads are deleted after each answer): "
@@ -638,12 +639,12 @@ def _threshold_input(config):
             info="The top class is named when its probability is at or above this value",
         )
     if label_thresholds(config):
-        # Empty (None) means: each label against its own validation threshold; a number overrides them all.
-        return gr.Number(
-            value=None,
-            minimum=0.0,
-            maximum=1.0,
-            step=0.01,
+        # Empty means: each label against its own validation threshold; a number overrides them all. A text box,
+        # not gr.Number: Gradio's number box shows and sends 0 for an empty (None) value.
+        return gr.Textbox(
+            value="",
+            placeholder="empty: each label's validation threshold; or a number in [0, 1]",
+            max_lines=1,
             label="Threshold for every label (empty: the per-label validation thresholds)",
             info="A label is listed when its probability is at or above its threshold",
         )

@@ -3,9 +3,9 @@
     python stop_point.py MARKER backward N   recipe.yaml [--resume latest]   # inside the N-th backward pass
     python stop_point.py MARKER checkpoint S recipe.yaml [--resume latest]   # checkpoint S written, not renamed
 
-The module runs exactly as `python -m` runs it (runpy, as `__main__`); only `accelerate.Accelerator` is
-wrapped: at the chosen point the process writes MARKER and sleeps, and the test kills it with SIGKILL. The
-checkpoint point is after `save_state` has written every file of checkpoint S under its temporary name and
+The module runs exactly as `python -m` runs it (runpy, as `__main__`); only `torch.Tensor.backward` or
+`accelerate.Accelerator.save_state` is wrapped: at the chosen point the process writes MARKER and sleeps, and
+the test kills it with SIGKILL. The checkpoint point is after `save_state` has written every file of checkpoint S under its temporary name and
 before the trainer state and the rename: the worst moment, a folder that looks complete but is not.
 """
 
@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import accelerate
+import torch
 
 
 def park(marker: Path, where: str) -> None:
@@ -26,16 +27,18 @@ def main() -> None:
     marker, point, count, *argv = sys.argv[1:]
     marker, count = Path(marker), int(count)
     if point == "backward":
-        original = accelerate.Accelerator.backward
+        # torch's own entry point: the loop calls it directly or through `Accelerator.backward`
+        # (`hfmed.train.StepCalls`), so the point is the same whichever path the run takes.
+        original = torch.Tensor.backward
         calls = [0]
 
-        def backward(self, loss, **kwargs):
+        def backward(self, *args, **kwargs):
             calls[0] += 1
             if calls[0] == count:
                 park(marker, f"backward {count}")
-            return original(self, loss, **kwargs)
+            return original(self, *args, **kwargs)
 
-        accelerate.Accelerator.backward = backward
+        torch.Tensor.backward = backward
     elif point == "checkpoint":
         original_save = accelerate.Accelerator.save_state
 

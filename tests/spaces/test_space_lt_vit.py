@@ -17,13 +17,16 @@ from hfmed.hub import save_for_hub
 from hfmed.models.lt_vit import LTViTForImageClassification, LTViTImageProcessor, lt_vit_config
 from tests.space_harness import (
     REPO,
+    DevToolsPipe,
     check_imports_nothing_from_hfmed,
     check_model_source_order,
     distinct_colours,
     front_matter,
     import_app,
     render_page,
+    space_process,
     space_server_fixtures,
+    wait_until_up,
 )
 
 SPACE = REPO / "spaces" / "lt_vit"
@@ -149,8 +152,8 @@ def test_validation_thresholds_are_used_while_the_box_is_empty(app, monkeypatch,
     monkeypatch.setenv("HFMED_MODEL", str(folder))
 
     demo = app.build_demo()
-    inputs = [block for block in demo.blocks.values() if isinstance(block, (gr.Slider, gr.Number))]
-    assert len(inputs) == 1 and isinstance(inputs[0], gr.Number) and inputs[0].value is None
+    inputs = [block for block in demo.blocks.values() if isinstance(block, (gr.Slider, gr.Number, gr.Textbox))]
+    assert len(inputs) == 1 and isinstance(inputs[0], gr.Textbox) and inputs[0].value == ""
     markdown = " ".join(str(b.value) for b in demo.blocks.values() if isinstance(b, gr.Markdown))
     assert "Validation thresholds" in markdown and f"{names[0]} 1.00" in markdown
 
@@ -159,6 +162,32 @@ def test_validation_thresholds_are_used_while_the_box_is_empty(app, monkeypatch,
     assert [name for name, *_ in _listed(text)] == [names[1]]
     overridden = app.predict(str(CARDIOMEGALY), 0.0)[2]  # a number overrides them all
     assert len(_listed(overridden)) == len(names)
+    assert _listed(app.predict(str(CARDIOMEGALY), " 0 ")[2]) == _listed(overridden)  # as typed in the box
+    assert "threshold must be a number in [0, 1], got 'high'" in _call_error(app, CARDIOMEGALY, threshold="high")
+
+
+def test_the_empty_threshold_box_stays_empty_in_chromium_and_uses_the_validation_thresholds(tmp_path):
+    # Gradio's number box shows and sends 0 for an empty value: every label would be listed at 0.00.
+    folder = _save_tiny_model(tmp_path / "tuned", seed=1)
+    config = json.loads((folder / "config.json").read_text())
+    config["label_thresholds"] = [0.999] * len(SYNTHETIC_LABELS)
+    (folder / "config.json").write_text(json.dumps(config))
+    box = ("[...document.querySelectorAll('label')].find(l => l.textContent.includes('Threshold for every label'))"
+           "?.querySelector('input')")
+    button = "[...document.querySelectorAll('button')].find(b => b.textContent.includes('synthetic PNG: cardiomegaly'))"
+    (tmp_path / "server").mkdir()
+    (tmp_path / "page").mkdir()
+    with space_process(SPACE / "app.py", folder, tmp_path / "server") as info:
+        wait_until_up(info)
+        with DevToolsPipe(tmp_path / "page", (1280, 1300)) as browser:
+            browser.open(info["url"])
+            browser.wait_for(f"!!{button} && !!{box}", "the example button and the threshold box")
+            shown = browser.evaluate(f"{box}.value")
+            browser.evaluate(f"{button}.click()")
+            browser.wait_for("/(No finding|Findings) at or above/.test(document.body.innerText)", "the answer")
+            text = " ".join(str(browser.evaluate("document.body.innerText")).split())
+    assert shown == ""
+    assert "No finding at or above their validation thresholds." in text
 
 
 def _write_bad_inputs(folder):
