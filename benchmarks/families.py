@@ -434,13 +434,15 @@ LT_VIT_NOTES = (
 )
 
 SCOPEFORMER_NOTES = (
-    "**Scopeformer's from_pretrained.** Per key it is a little slower than ViTModel and faster than transformers' "
-    "own ResNetModel with as many keys. transformers' loader does work per key that grows with the key's name "
-    "(a regular expression compiled from it, a `get_submodule` walk along it) and per buffer: Scopeformer's four "
-    "timm CNNs give 73-character names on average against ViTModel's 30, and 798 BatchNorm buffers against none "
-    "(the rows' notes). Building the model on the meta device now skips weight init (timm's init on meta tensors "
-    "went through torch's Python reference code), so our own part is smaller than ViTModel's; shortening the key "
-    "names would break existing checkpoints."
+    "**Scopeformer's from_pretrained.** Per key it is slower than ViTModel and as fast as transformers' own "
+    "ResNetModel with as many keys. transformers' loader compiles one regular expression per checkpoint key from "
+    "the key's name (the rows' notes time that step alone on both key lists), walks `get_submodule` along each "
+    "name, and does work per module and per buffer: Scopeformer's four timm CNNs give 73-character names on "
+    "average against ViTModel's 30, and 798 BatchNorm buffers against none. Building the model itself (meta "
+    "device, no weight init) costs less than ViTModel's. What remains is the loader's work on long names: the "
+    "timm CNNs' own module names (`blocks.4.0.conv_dw`) carry most of the length, so shortening our prefix "
+    "would not reach ViTModel's names and would break existing checkpoints; against a native CNN with names as "
+    "long (ResNetModel) the loader costs the same."
 )
 
 BENCHES: dict[str, FamilyBench] = {
@@ -584,6 +586,29 @@ def bench_family(name: str, settings: Settings, gemm_gflops: float) -> list[Row]
     return rows
 
 
+def _rename_seconds(keys: list[str]) -> float | None:
+    """What transformers' loader spends on `keys` before any tensor moves: it compiles one regular expression
+    per checkpoint key from the key's name (`core_model_loading.WeightRenaming`), and Python's regex cache
+    holds 512, so a model with more keys compiles every one on every load. Best of 3, cache cleared; None
+    when that internal class is not there (another transformers version)."""
+    import re
+    import time
+
+    try:
+        from transformers.core_model_loading import WeightRenaming
+    except ImportError:
+        return None
+    best = float("inf")
+    for _ in range(3):
+        re.purge()
+        start = time.perf_counter()
+        for key in keys:
+            WeightRenaming(key, key)
+        best = min(best, time.perf_counter() - start)
+    re.purge()
+    return best
+
+
 def _from_pretrained_rows(name, family, model, tmp: Path, settings: Settings) -> list[Row]:
     """`from_pretrained` per key vs transformers-native models with about the same number of keys: ViTModel (short,
     shallow key names), and ResNetModel, a CNN whose keys are as long and as deep as a timm CNN's.
@@ -599,11 +624,11 @@ def _from_pretrained_rows(name, family, model, tmp: Path, settings: Settings) ->
 
     def shape(module):  # what transformers' per-key work grows with: key count, name length, buffers
         keys = list(module.state_dict())
-        return len(keys), sum(map(len, keys)) / len(keys), sum(1 for _ in module.buffers())
+        return len(keys), sum(map(len, keys)) / len(keys), sum(1 for _ in module.buffers()), _rename_seconds(keys)
 
     ours_dir = tmp / "ours"
     model.save_pretrained(ours_dir)
-    ours_keys, ours_len, ours_buffers = shape(model)
+    ours_keys, ours_len, ours_buffers, ours_rename = shape(model)
     # ViTModel has 16 keys per layer plus 9: pick the depth that matches our key count
     vit_config = ViTConfig(hidden_size=384, num_attention_heads=6, intermediate_size=1536, image_size=224,
                            num_hidden_layers=max(1, round((ours_keys - 9) / 16)))
@@ -629,7 +654,7 @@ def _from_pretrained_rows(name, family, model, tmp: Path, settings: Settings) ->
 
     rows = []
     raw_s, _ = interleaved(raw, None, settings)
-    for label, cls, native_dir, native_keys, native_len, native_buffers in natives:
+    for label, cls, native_dir, native_keys, native_len, native_buffers, native_rename in natives:
         timing = interleaved(lambda: head.from_pretrained(ours_dir),
                              lambda cls=cls, native_dir=native_dir: cls.from_pretrained(native_dir), settings)
         ours_s, native_s = timing
@@ -640,7 +665,9 @@ def _from_pretrained_rows(name, family, model, tmp: Path, settings: Settings) ->
             native_s / native_keys, f"transformers {label}, {native_keys} keys", target="<= 1.0x",
             note=f"raw meta init + safetensors load: {raw_s * 1e3:.0f} ms; from_pretrained {ours_s * 1e3:.0f} ms "
                  f"= {ours_s / raw_s:.1f}x raw; key names {ours_len:.0f} chars on average, {ours_buffers} "
-                 f"buffers (anchor: {native_len:.0f} chars, {native_buffers} buffers)",
+                 f"buffers (anchor: {native_len:.0f} chars, {native_buffers} buffers)"
+                 + (f"; transformers' per-key rename regex {ours_rename / ours_keys * 1e6:.0f} us a key (anchor "
+                    f"{native_rename / native_keys * 1e6:.0f} us)" if ours_rename and native_rename else ""),
             extra={"from_pretrained_s": ours_s, "raw_s": raw_s, "native_s": native_s}, spread=spread))
     return rows
 
