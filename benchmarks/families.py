@@ -412,13 +412,14 @@ MOVL_NOTES = (
     "backbone's activations (no weight gradients), where a linear probe on a frozen backbone needs none. That is "
     "the method's price for a visual prompt, not overhead.\n\n"
     "**MoVL in the training loop.** Its demo has the smallest step of the five (~7 ms), so fixed per-step costs "
-    "show most here. hfmed's own loop unwraps the model and lists its parameters once per run (they were ~0.5 ms "
-    "a step before: `accelerator.unwrap_model` walks every module and looks up installed packages). What remains, "
-    "~0.3 ms a step in a profile, is Accelerate's wrappers: `AcceleratedOptimizer.step` looks up the optional "
-    "`lomo_optim` package twice per call (an uncached `importlib` search of `sys.path`), its `zero_grad` inspects "
-    "the optimizer's signature, `clip_grad_norm_` checks for DTensors. hfmed keeps those wrappers (they carry "
-    "mixed precision, gradient accumulation, FSDP and DeepSpeed); on the other demos' 20-120 ms steps they are "
-    "under 2 %."
+    "show most here. hfmed's own loop unwraps the model and lists its parameters once per run "
+    "(`accelerator.unwrap_model` walks every module and looks up installed packages: ~0.5 ms a step). Accelerate's "
+    "wrappers then cost ~0.4 ms a step: `AcceleratedOptimizer.step` looks up the optional `lomo_optim` package "
+    "twice per call (an uncached `importlib` search of `sys.path`), its `zero_grad` inspects the optimizer's "
+    "signature, `clip_grad_norm_` scans every gradient for DTensors. Those wrappers serve fp16 loss scaling, "
+    "DeepSpeed, FSDP, XLA and LOMO; when a run uses none of them (one process or DDP, no scaler, Adam / AdamW) "
+    "`hfmed.train.StepCalls` makes the torch calls they reduce to, with bit-identical weights (a test compares "
+    "both paths); any other run goes through Accelerate."
 )
 
 LT_VIT_NOTES = (
