@@ -19,7 +19,7 @@ Our choices, not the paper's (see `LTViTConfig` for the fields):
   Two fused `scaled_dot_product_attention` calls (image queries over image keys, label queries over every
   key) instead of one masked call; explicit softmax only when attention weights are asked for. The
   classification head reads only the label tokens, so its last block computes only theirs (`labels_only`).
-- Readout: the final LayerNorm on every token, then one `Linear(D, 1)` shared by all label tokens.
+- Readout: the final LayerNorm, then one `Linear(D, 1)` shared by all label tokens.
 - Loss: binary cross-entropy with logits, averaged per label over its known entries, then a weighted mean
   over labels; a label value of -1 means "unknown, ignore" (CheXpert's U-Ignore policy).
 """
